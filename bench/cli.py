@@ -1,0 +1,166 @@
+"""The `bench` command line.  Every user error is one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from bench.errors import BenchError
+from bench.paths import CACHE_ENV, OGBENCH_ENV
+
+app = typer.Typer(
+    help="augbench: does a data-augmentation method make offline RL better, and does its data obey the dynamics?",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Datasets: generate, inspect and list.", no_args_is_help=True)
+app.add_typer(data_app, name="data", help="Datasets: generate the mazes, inspect and list datasets.")
+
+out = Console()
+err = Console(stderr=True)
+
+
+@app.callback()
+def _root(
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=f"augbench cache (default ${CACHE_ENV} or "
+                                             "~/.cache/augbench)."),
+    ogbench_dir: Optional[Path] = typer.Option(None, "--ogbench-dir", help=f"OGBench files (default ${OGBENCH_ENV}"
+                                               " or ~/.ogbench/data)."),
+):
+    if cache_dir is not None:
+        os.environ[CACHE_ENV] = str(cache_dir.expanduser().resolve())
+    if ogbench_dir is not None:
+        os.environ[OGBENCH_ENV] = str(ogbench_dir.expanduser().resolve())
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False)
+
+
+@data_app.command("make")
+def data_make(
+    name: str = typer.Argument(..., help="toy-maze, or an OGBench point-maze name such as pointmaze-medium-stitch-v0."),
+    maze: Optional[str] = typer.Option(None, help="Override the maze: medium, large or giant."),
+    kind: Optional[str] = typer.Option(None, help="Override the dataset kind: navigate or stitch."),
+    episodes: Optional[int] = typer.Option(None, help="Override the number of training episodes."),
+    episode_steps: Optional[int] = typer.Option(None, "--episode-steps", help="Override the rows per episode."),
+    noise: Optional[float] = typer.Option(None, help="Override the action-noise std (OGBench: 0.5)."),
+    seed: int = typer.Option(0, help="Seed; the same seed gives the same file, bit for bit."),
+    workers: Optional[int] = typer.Option(None, help="Worker processes (default: one per core for large jobs)."),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="Write the train file here instead "
+                                            "(the val file goes beside it)."),
+    force: bool = typer.Option(False, help="Regenerate even if the file exists."),
+):
+    """Generate a point-maze dataset with OGBench's simulator and protocol."""
+    from bench import data
+    from bench.data import pointmaze
+
+    cfg = data.resolve_generable(name)
+    overrides = {k: v for k, v in dict(maze=maze, kind=kind, episodes=episodes, episode_steps=episode_steps,
+                                       noise=noise).items() if v is not None}
+    cfg = replace(cfg, seed=seed, **overrides).check()
+    if workers is not None and workers < 1:
+        raise BenchError(f"--workers: must be at least 1, got {workers}")
+    path = (out_path.expanduser() if out_path else data.file_for(name))
+    side = pointmaze.read_sidecar(path)
+    if path.exists() and pointmaze.val_path(path).exists() and not force and side and side.get("config") == asdict(cfg):
+        out.print(f"[green]up to date[/]: {path} (same config and seed; --force regenerates)")
+        return
+    rows = (cfg.episodes + cfg.val_episodes) * cfg.episode_steps
+    with _progress() as prog:
+        task = prog.add_task(f"{name} ({cfg.maze} {cfg.kind}, seed {cfg.seed})", total=rows)
+        train, val, seconds = pointmaze.generate(cfg, workers=workers, progress=lambda n: prog.advance(task, n))
+    pointmaze.write(train, val, path, cfg, seconds)
+    out.print(f"wrote {path} ({len(train['terminals']):,} rows) and {pointmaze.val_path(path).name} "
+              f"({len(val['terminals']):,} rows) in {seconds:.1f} s: {rows / seconds:,.0f} steps/s")
+
+
+@data_app.command("show")
+def data_show(
+    name: str = typer.Argument(..., help="Dataset name (see `bench data list`)."),
+    task: Optional[int] = typer.Option(None, help="Singletask task id (OGBench)."),
+    png: Optional[Path] = typer.Option(None, "--out", help="Where to write the PNG (default: the cache's figures/)."),
+    max_episodes: int = typer.Option(300, help="Episodes drawn at most."),
+):
+    """Summarise a dataset and draw its trajectories on the maze (PNG)."""
+    from bench import data
+    from bench.data import show
+    from bench.paths import figures_dir
+
+    ds = data.load(name, task)
+    table = Table(title=f"{ds.meta.name}" + (f" task {task}" if task else ""), show_header=False)
+    for k, v in show.summary(ds).items():
+        table.add_row(k, str(v))
+    out.print(table)
+    rng = Table(title="per-dimension ranges", show_header=True)
+    for col in ("dimension", "min", "max", "mean", "std"):
+        rng.add_column(col, justify="right" if col != "dimension" else "left")
+    for dim, lo, hi, mean, std in show.ranges(ds)[:40]:
+        rng.add_row(dim, f"{lo:.4g}", f"{hi:.4g}", f"{mean:.4g}", f"{std:.4g}")
+    out.print(rng)
+    safe = ds.meta.name.replace("/", "_").replace(":", "_")
+    png = png.expanduser() if png else figures_dir() / (f"{safe}" + (f"-task{task}" if task else "") + ".png")
+    if max_episodes < 1:
+        raise BenchError(f"--max-episodes: must be at least 1, got {max_episodes}")
+    show.draw(ds, png, max_episodes=max_episodes)
+    out.print(f"picture: {png}")
+
+
+@data_app.command("list")
+def data_list():
+    """List the dataset names augbench knows, and which files are present."""
+    from bench import data
+    from bench.data import minari_data, ogbench_data
+
+    table = Table(show_header=True)
+    for col in ("name", "kind", "present", "where"):
+        table.add_column(col)
+    for name, cfg in data.generable().items():
+        p = data.file_for(name)
+        table.add_row(name, f"generable ({cfg.maze} {cfg.kind}, {cfg.episodes} x {cfg.episode_steps})",
+                      "yes" if p.exists() else "no", str(p))
+    from bench.paths import ogbench_dir
+
+    for name in ogbench_data.catalogue():
+        if name in data.generable():
+            continue
+        p = ogbench_dir() / f"{name}.npz"
+        if p.exists():
+            table.add_row(name, "OGBench", "yes", str(p))
+    for did in minari_data.local_ids():
+        table.add_row(f"minari:{did}", "Minari", "yes", "")
+    out.print(table)
+    out.print("Any OGBench name works once its file is in the OGBench directory; add --task N for singletask.")
+
+
+def main() -> None:
+    try:
+        rv = app(standalone_mode=False)
+    except BenchError as e:
+        err.print(f"[red]error[/]: {e}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as e:
+        err.print(f"[red]error[/]: {e.format_message()}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code or 2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

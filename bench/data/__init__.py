@@ -1,0 +1,77 @@
+"""Dataset names -> canonical Datasets.
+
+Names:
+- `toy-maze`: a small medium-maze stitch dataset generated here (CI and the demo); OGBench's own env and loader.
+- any OGBench dataset name (`pointmaze-medium-stitch-v0`, `...-singletask-task2-v0`, ...), read from the OGBench
+  directory; the point-maze ones can be generated here at OGBench's full size with `bench data make`.
+- `minari:<id>` (or any id with a '/'): a local Minari dataset.
+A task (`--task N`) turns a goal-conditioned OGBench name into its singletask variant.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from bench.data import pointmaze
+from bench.data.minari_data import is_minari_name, load_minari, local_ids
+from bench.data.ogbench_data import catalogue, is_ogbench_name, load_ogbench, split_name
+from bench.dataset import Dataset
+from bench.errors import BenchError
+from bench.paths import cache_dir, ogbench_dir
+
+# Small named presets generated here; each is an OGBench-format file read by OGBench's loader.
+TOY_PRESETS: dict[str, pointmaze.MazeGenConfig] = {
+    "toy-maze": pointmaze.MazeGenConfig(maze="medium", kind="stitch", episodes=300, episode_steps=201),
+}
+
+
+def generable() -> dict[str, pointmaze.MazeGenConfig]:
+    return {**TOY_PRESETS, **pointmaze.OGBENCH_PRESETS}
+
+
+def known_names() -> list[str]:
+    return list(TOY_PRESETS) + catalogue() + [f"minari:{i}" for i in local_ids()]
+
+
+def unknown(name: str, what: str = "dataset") -> BenchError:
+    close = difflib.get_close_matches(name, known_names(), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `bench data list` shows the known names"
+    return BenchError(f"unknown {what} '{name}'{hint}")
+
+
+def file_for(name: str) -> Path:
+    """Where a generable dataset's (OGBench-format) train file lives."""
+    if name in TOY_PRESETS:
+        return cache_dir() / "datasets" / f"{name}.npz"
+    return ogbench_dir() / f"{name}.npz"
+
+
+def load(name: str, task: int | None = None, split: str = "train") -> Dataset:
+    if task is not None and task < 1:
+        raise BenchError(f"--task: must be a positive task id, got {task}")
+    if name in TOY_PRESETS:
+        cfg = TOY_PRESETS[name]
+        path = file_for(name)
+        if not path.exists():
+            raise BenchError(f"{path}: dataset '{name}' has not been generated yet; run `bench data make {name}`")
+        return load_ogbench(cfg.ogbench_name, task, path=path, display_name=name, split=split)
+    if is_minari_name(name):
+        if task is not None:
+            raise BenchError(f"--task: Minari dataset '{name}' has no tasks")
+        return load_minari(name)
+    if is_ogbench_name(name):
+        return load_ogbench(name, task, split=split)
+    raise unknown(name)
+
+
+def resolve_generable(name: str) -> pointmaze.MazeGenConfig:
+    gens = generable()
+    if name in gens:
+        return gens[name]
+    base, _ = split_name(name)
+    if base in gens:
+        raise BenchError(f"'{name}': generate the dataset file '{base}' (singletask tasks are relabelled on load)")
+    close = difflib.get_close_matches(name, list(gens), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; generable: {', '.join(gens)}"
+    raise BenchError(f"cannot generate '{name}'{hint}")

@@ -1,0 +1,308 @@
+"""OGBench point-maze datasets generated here, with OGBench's own simulator and its published protocol.
+
+The protocol (OGBench `data_gen_scripts/generate_locomaze.py` with the point-maze flags of `commands.sh`):
+- the env is `pointmaze-{maze}-v0` made with `terminate_at_goal=False` and `max_episode_steps` = episode length,
+  so every episode runs exactly that many steps and stores one row per step (pre-step observation, action,
+  `terminals` = episode over, pre-step qpos/qvel);
+- the action is the unit vector towards the env's BFS oracle subgoal, plus N(0, noise^2) per dimension,
+  clipped to [-1, 1];
+- `navigate`: start uniform over free cells, goal uniform over "vertex" cells (not straight corridor cells);
+  each time the goal is reached a new one is drawn and the episode goes on;
+- `stitch`: start uniform over free cells, goal uniform over the free cells exactly 4 BFS steps away (the
+  start cell if none), then the agent heads there and stays;
+- a validation split of `episodes // 10` more episodes goes to `<file>-val.npz`.
+
+All protocol randomness draws on numpy's global generator in the protocol's order (start cell, goal cell,
+start/goal position noise inside `reset`, then per step the action noise and, in `navigate`, new goals).
+OGBench never seeds it; here it is seeded per episode from (seed, split, episode index), and the env's own
+generator (which draws the initial velocity) is seeded through `reset(seed=...)`.  A file is therefore
+bit-for-bit reproducible and independent of how many worker processes made it.
+
+Speed: the env's `get_oracle_subgoal` runs a BFS over the whole maze at every step; here the subgoal of every
+(goal cell, current cell) pair is precomputed once with the same rule, and a test checks it equals the env's.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+
+from bench.errors import BenchError
+from bench.io import atomic_open, write_json
+
+MAZES = ("medium", "large", "giant")
+KINDS = ("navigate", "stitch")
+STITCH_CELLS = 4  # goal distance in BFS cells for `stitch` (OGBench's adj_steps)
+_NEIGHBOURS = ((-1, 0), (0, -1), (1, 0), (0, 1))  # the env's BFS neighbour order
+
+
+@dataclass(frozen=True)
+class MazeGenConfig:
+    """One point-maze dataset.  Defaults are OGBench's pointmaze-medium-stitch-v0."""
+
+    maze: Literal["medium", "large", "giant"] = "medium"
+    kind: Literal["navigate", "stitch"] = "stitch"
+    episodes: int = 5000  # training episodes; the val file gets episodes // 10 more
+    episode_steps: int = 201  # rows per episode (OGBench's max_episode_steps)
+    noise: float = 0.5  # std of the Gaussian action noise (commands.sh uses 0.5 for every point maze)
+    seed: int = 0
+
+    def check(self) -> "MazeGenConfig":
+        if self.maze not in MAZES:
+            raise BenchError(f"--maze: '{self.maze}' is not one of {', '.join(MAZES)}")
+        if self.kind not in KINDS:
+            raise BenchError(f"--kind: '{self.kind}' is not one of {', '.join(KINDS)}")
+        if self.episodes < 1:
+            raise BenchError(f"--episodes: must be at least 1, got {self.episodes}")
+        if self.episode_steps < 2:
+            raise BenchError(f"--episode-steps: must be at least 2, got {self.episode_steps}")
+        if not (np.isfinite(self.noise) and self.noise >= 0):
+            raise BenchError(f"--noise: must be a finite number >= 0, got {self.noise}")
+        if not 0 <= self.seed < 2**32:
+            raise BenchError(f"--seed: must be in [0, 2^32), got {self.seed}")
+        return self
+
+    @property
+    def env_id(self) -> str:
+        return f"pointmaze-{self.maze}-v0"
+
+    @property
+    def ogbench_name(self) -> str:
+        """OGBench's dataset name for this maze and kind (the env/loader name, whatever the size)."""
+        return f"pointmaze-{self.maze}-{self.kind}-v0"
+
+    @property
+    def val_episodes(self) -> int:
+        return self.episodes // 10
+
+
+# OGBench's published sizes (data_gen_scripts/commands.sh).
+OGBENCH_PRESETS: dict[str, MazeGenConfig] = {
+    "pointmaze-medium-navigate-v0": MazeGenConfig("medium", "navigate", 1000, 1001),
+    "pointmaze-large-navigate-v0": MazeGenConfig("large", "navigate", 1000, 1001),
+    "pointmaze-giant-navigate-v0": MazeGenConfig("giant", "navigate", 500, 2001),
+    "pointmaze-medium-stitch-v0": MazeGenConfig("medium", "stitch", 5000, 201),
+    "pointmaze-large-stitch-v0": MazeGenConfig("large", "stitch", 5000, 201),
+    "pointmaze-giant-stitch-v0": MazeGenConfig("giant", "stitch", 5000, 201),
+}
+
+
+# ------------------------------------------------------------------------------------------ maze geometry
+def free_and_vertex_cells(maze_map: np.ndarray) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Free cells in row-major order, and the 'vertex' cells among them (OGBench's rule: not a straight
+    corridor cell whose two opposite neighbours are free and the other two are walls)."""
+    free, vertex = [], []
+    for i in range(maze_map.shape[0]):
+        for j in range(maze_map.shape[1]):
+            if maze_map[i, j] != 0:
+                continue
+            free.append((i, j))
+            vertical = maze_map[i - 1, j] == 0 and maze_map[i + 1, j] == 0 and maze_map[i, j - 1] == 1 \
+                and maze_map[i, j + 1] == 1
+            horizontal = maze_map[i, j - 1] == 0 and maze_map[i, j + 1] == 0 and maze_map[i - 1, j] == 1 \
+                and maze_map[i + 1, j] == 1
+            if not (vertical or horizontal):
+                vertex.append((i, j))
+    return free, vertex
+
+
+def bfs_distances(maze_map: np.ndarray, source: tuple[int, int]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """4-neighbour BFS from `source` through free cells, as the env runs it: distances (-1 for walls and
+    unreached cells) and the cells in the order the search reaches them."""
+    dist = np.full(maze_map.shape, -1, dtype=np.int64)
+    dist[source] = 0
+    queue, order = deque([source]), []
+    while queue:
+        i, j = queue.popleft()
+        for di, dj in _NEIGHBOURS:
+            ni, nj = i + di, j + dj
+            if 0 <= ni < maze_map.shape[0] and 0 <= nj < maze_map.shape[1] and maze_map[ni, nj] == 0 \
+                    and dist[ni, nj] == -1:
+                dist[ni, nj] = dist[i, j] + 1
+                queue.append((ni, nj))
+                order.append((ni, nj))
+    return dist, order
+
+
+def stitch_goal_cells(maze_map: np.ndarray, start: tuple[int, int]) -> list[tuple[int, int]]:
+    """Cells exactly STITCH_CELLS BFS steps from `start`, in the order OGBench's BFS reaches them."""
+    dist, order = bfs_distances(maze_map, start)
+    return [c for c in order if dist[c] == STITCH_CELLS]
+
+
+class Oracle:
+    """The env's `get_oracle_subgoal`, precomputed: subgoal cell centre for every (goal cell, agent cell)."""
+
+    def __init__(self, maze_env):
+        self.env = maze_env
+        m = np.asarray(maze_env.maze_map)
+        h, w = m.shape
+        self.table = np.zeros((h, w, h, w, 2), dtype=np.float64)
+        for gi in range(h):
+            for gj in range(w):
+                dist, _ = bfs_distances(m, (gi, gj))
+                for si in range(h):
+                    for sj in range(w):
+                        best = (si, sj)
+                        for di, dj in _NEIGHBOURS:
+                            ni, nj = si + di, sj + dj
+                            if 0 <= ni < h and 0 <= nj < w and m[ni, nj] == 0 and dist[ni, nj] < dist[best]:
+                                best = (ni, nj)
+                        self.table[gi, gj, si, sj] = maze_env.ij_to_xy(best)
+
+    def subgoal(self, xy: np.ndarray, goal_xy) -> np.ndarray:
+        si, sj = self.env.xy_to_ij(xy)
+        gi, gj = self.env.xy_to_ij(goal_xy)
+        return self.table[gi, gj, si, sj]
+
+
+# ------------------------------------------------------------------------------------------ generation
+def make_env(cfg: MazeGenConfig):
+    import gymnasium
+
+    import ogbench.locomaze  # noqa: F401  (registers the maze envs)
+
+    return gymnasium.make(cfg.env_id, terminate_at_goal=False, max_episode_steps=cfg.episode_steps)
+
+
+def _episode_seeds(seed: int, split: int, episode: int) -> tuple[int, int]:
+    state = np.random.SeedSequence([seed, split, episode]).generate_state(2)
+    return int(state[0]), int(state[1])
+
+
+def generate_episodes(cfg: MazeGenConfig, split: int, start: int, stop: int) -> dict[str, np.ndarray]:
+    """Episodes [start, stop) of a split (0 train, 1 val); rows as OGBench stores them."""
+    env = make_env(cfg)
+    maze = env.unwrapped
+    oracle = Oracle(maze)
+    free, vertex = free_and_vertex_cells(np.asarray(maze.maze_map))
+    T = cfg.episode_steps
+    n = (stop - start) * T
+    obs = np.empty((n, 2), np.float64)
+    act = np.empty((n, 2), np.float64)
+    qpos = np.empty((n, maze.model.nq), np.float64)
+    qvel = np.empty((n, maze.model.nv), np.float64)
+    noise_std = cfg.noise
+    row = 0
+    for ep in range(start, stop):
+        np_seed, env_seed = _episode_seeds(cfg.seed, split, ep)
+        np.random.seed(np_seed)
+        init_ij = free[np.random.randint(len(free))]
+        if cfg.kind == "navigate":
+            goal_ij = vertex[np.random.randint(len(vertex))]
+        else:
+            cands = stitch_goal_cells(np.asarray(maze.maze_map), init_ij)
+            goal_ij = cands[np.random.randint(len(cands))] if cands else init_ij
+        ob, _ = env.reset(seed=env_seed, options=dict(task_info=dict(init_ij=init_ij, goal_ij=goal_ij)))
+        for _ in range(T):
+            xy = maze.get_xy()
+            direction = oracle.subgoal(xy, maze.cur_goal_xy) - xy
+            direction = direction / (np.linalg.norm(direction) + 1e-6)
+            action = np.clip(direction + np.random.normal(0, noise_std, direction.shape), -1, 1)
+            next_ob, _, _, _, info = maze.step(action)
+            if info["success"] and cfg.kind == "navigate":
+                maze.set_goal(vertex[np.random.randint(len(vertex))])
+            obs[row], act[row] = ob, action
+            qpos[row], qvel[row] = info["prev_qpos"], info["prev_qvel"]
+            ob = next_ob
+            row += 1
+    env.close()
+    terminals = np.zeros(n, bool)
+    terminals[T - 1 :: T] = True
+    return {
+        "observations": obs.astype(np.float32),
+        "actions": act.astype(np.float32),
+        "terminals": terminals,
+        "qpos": qpos.astype(np.float32),
+        "qvel": qvel.astype(np.float32),
+    }
+
+
+def _work(args):
+    return generate_episodes(*args)
+
+
+def _chunks(n_episodes: int, steps: int, target_rows: int = 20_000) -> list[tuple[int, int]]:
+    per = max(1, target_rows // steps)
+    return [(a, min(a + per, n_episodes)) for a in range(0, n_episodes, per)]
+
+
+def generate(
+    cfg: MazeGenConfig,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
+    """Generate the train and val splits; returns (train, val, seconds)."""
+    cfg.check()
+    jobs = [(cfg, 0, a, b) for a, b in _chunks(cfg.episodes, cfg.episode_steps)]
+    jobs += [(cfg, 1, a, b) for a, b in _chunks(cfg.val_episodes, cfg.episode_steps)]
+    total_rows = (cfg.episodes + cfg.val_episodes) * cfg.episode_steps
+    if workers is None:
+        workers = max(1, min(os.cpu_count() or 1, total_rows // 100_000 + 1))
+    t0 = time.perf_counter()
+    parts: dict[int, list[dict[str, np.ndarray]]] = {0: [], 1: []}
+    if workers <= 1 or len(jobs) == 1:
+        results = map(_work, jobs)
+        pool = None
+    else:
+        pool = mp.get_context("spawn").Pool(min(workers, len(jobs)))
+        results = pool.imap(_work, jobs)
+    try:
+        for job, res in zip(jobs, results):
+            parts[job[1]].append(res)
+            if progress:
+                progress(len(res["terminals"]))
+    finally:
+        if pool is not None:
+            pool.terminate()
+    seconds = time.perf_counter() - t0
+
+    def cat(split):
+        if not parts[split]:
+            return {k: v[:0] for k, v in parts[0][0].items()}
+        return {k: np.concatenate([p[k] for p in parts[split]]) for k in parts[0][0]}
+
+    return cat(0), cat(1), seconds
+
+
+def val_path(train_path: Path) -> Path:
+    return train_path.with_name(train_path.name[: -len(".npz")] + "-val.npz")
+
+
+def sidecar_path(train_path: Path) -> Path:
+    return train_path.with_name(train_path.name[: -len(".npz")] + ".augbench.json")
+
+
+def write(train: dict, val: dict, path: Path, cfg: MazeGenConfig, seconds: float) -> Path:
+    """Save as OGBench ships them (compressed npz, same keys and dtypes).  Every file is written atomically,
+    the val file first and the train file last; the sidecar records the generation config."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise BenchError(f"{path}: dataset files must end in .npz")
+    for p, arrays in ((val_path(path), val), (path, train)):
+        with atomic_open(p, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    rows = len(train["terminals"]) + len(val["terminals"])
+    write_json(sidecar_path(path), {
+        "generator": "augbench.pointmaze", "config": asdict(cfg), "ogbench_name": cfg.ogbench_name,
+        "rows": rows, "seconds": round(seconds, 3), "steps_per_second": round(rows / max(seconds, 1e-9), 1),
+    })
+    return path
+
+
+def read_sidecar(train_path: Path) -> dict | None:
+    p = sidecar_path(Path(train_path))
+    if not p.exists():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except ValueError:
+        return None

@@ -1,0 +1,59 @@
+"""Atomic file writes: a temporary file in the target folder, fsync, then rename.
+
+A reader never sees a half-written file: either the old one, the new one, or none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from bench.errors import BenchError
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create `path` (and parents) or fail with one line saying why."""
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BenchError(f"{path}: cannot create directory ({e.strerror or e})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise BenchError(f"{path}: directory is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path | str, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside `path`; on success it is renamed onto `path`, on error removed."""
+    path = Path(path).expanduser()
+    ensure_dir(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise BenchError(f"{path.parent}: cannot write there ({e.strerror or e})") from None
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path | str, obj) -> None:
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+
+
+def write_bytes(path: Path | str, data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
