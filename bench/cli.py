@@ -24,7 +24,8 @@ app = typer.Typer(
     add_completion=False,
 )
 data_app = typer.Typer(help="Datasets: generate, inspect and list.", no_args_is_help=True)
-app.add_typer(data_app, name="data", help="Datasets: generate the mazes, inspect and list datasets.")
+app.add_typer(data_app, name="data", help="Datasets: `data make` generates a maze dataset, `data show` summarises "
+              "and draws one, `data list` lists the names.")
 
 out = Console()
 err = Console(stderr=True)

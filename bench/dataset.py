@@ -39,7 +39,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.errors import BenchError
-from bench.io import atomic_open
+from bench.io import save_npz
 
 SCHEMA_VERSION = 1
 ORIGINAL = "original"
@@ -276,9 +276,7 @@ class Dataset:
         path = Path(path).expanduser()
         ds = self if self.meta.content_hash else self.with_hash()
         meta_bytes = np.frombuffer(ds.meta.model_dump_json().encode(), dtype=np.uint8)
-        with atomic_open(path, "wb") as f:
-            np.savez(f, **{META_KEY: meta_bytes}, **ds.arrays())
-        return path
+        return save_npz(path, {META_KEY: meta_bytes, **ds.arrays()}, compress=False)
 
     # ----------------------------------------------------------------------------------- d3rlpy
     def to_d3rlpy(self):
@@ -337,7 +335,10 @@ def _npz_members(path: Path) -> dict[str, np.ndarray]:
             start = info.header_offset + 30 + name_len + extra_len
             raw.seek(start)
             version = np.lib.format.read_magic(raw)
-            shape, fortran, dtype = np.lib.format._read_array_header(raw, version)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(raw)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(raw)
             if dtype.hasobject:
                 raise ValueError(f"member {name} holds Python objects")
             data_start = raw.tell()

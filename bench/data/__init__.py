@@ -17,6 +17,7 @@ from bench.data import pointmaze
 from bench.data.minari_data import is_minari_name, load_minari, local_ids
 from bench.data.ogbench_data import catalogue, is_ogbench_name, load_ogbench, split_name
 from bench.dataset import Dataset
+from bench.dataset import load as load_file
 from bench.errors import BenchError
 from bench.paths import cache_dir, ogbench_dir
 
@@ -48,6 +49,11 @@ def file_for(name: str) -> Path:
 
 
 def load(name: str, task: int | None = None, split: str = "train") -> Dataset:
+    """A canonical Dataset from a name (see the module doc) or the path of a canonical `.npz` file."""
+    if name.endswith(".npz"):
+        if task is not None:
+            raise BenchError(f"--task: '{name}' is a canonical dataset file; its task is fixed")
+        return load_file(name)
     if task is not None and task < 1:
         raise BenchError(f"--task: must be a positive task id, got {task}")
     if name in TOY_PRESETS:

@@ -36,7 +36,7 @@ from typing import Callable, Literal
 import numpy as np
 
 from bench.errors import BenchError
-from bench.io import atomic_open, write_json
+from bench.io import save_npz, write_json
 
 MAZES = ("medium", "large", "giant")
 KINDS = ("navigate", "stitch")
@@ -288,8 +288,7 @@ def write(train: dict, val: dict, path: Path, cfg: MazeGenConfig, seconds: float
     if path.suffix != ".npz":
         raise BenchError(f"{path}: dataset files must end in .npz")
     for p, arrays in ((val_path(path), val), (path, train)):
-        with atomic_open(p, "wb") as f:
-            np.savez_compressed(f, **arrays)
+        save_npz(p, arrays, compress=True)
     rows = len(train["terminals"]) + len(val["terminals"])
     write_json(sidecar_path(path), {
         "generator": "augbench.pointmaze", "config": asdict(cfg), "ogbench_name": cfg.ogbench_name,

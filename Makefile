@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   generate the toy maze, summarise it and draw it (prints where the picture is)
+#   make test   run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv bench-data clean
+
+venv: $(STAMP)
+
+# torch==2.13.0 is named in the same pip command so pip never picks a multi-GB CUDA build;
+# constraints.txt pins every other package to the versions that were resolved together.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0 -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/bench data make toy-maze
+	$(VENV)/bin/bench data show toy-maze --task 1
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -q tests
+
+bench-data: $(STAMP)
+	$(PY) benchmarks/data_speed.py
+
+clean:
+	rm -rf $(VENV)

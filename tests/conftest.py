@@ -1,0 +1,65 @@
+"""Shared fixtures: every test writes only under pytest's temporary folders."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.data import pointmaze
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path_factory, monkeypatch):
+    root = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("AUGBENCH_CACHE", str(root / "cache"))
+    monkeypatch.setenv("AUGBENCH_OGBENCH_DIR", str(root / "ogbench"))
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root / "minari"))
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+
+
+SMALL_STITCH = pointmaze.MazeGenConfig(maze="medium", kind="stitch", episodes=20, episode_steps=51, seed=3)
+SMALL_NAVIGATE = pointmaze.MazeGenConfig(maze="medium", kind="navigate", episodes=10, episode_steps=1001, seed=5)
+
+
+def make_files(cfg: pointmaze.MazeGenConfig, folder: Path, name: str | None = None) -> Path:
+    """Generate `cfg` and write it as OGBench files under `folder` (OGBench's own file name by default)."""
+    path = folder / f"{name or cfg.ogbench_name}.npz"
+    if not path.exists():
+        train, val, sec = pointmaze.generate(cfg, workers=1)
+        pointmaze.write(train, val, path, cfg, sec)
+    return path
+
+
+@pytest.fixture(scope="session")
+def stitch_file(tmp_path_factory) -> Path:
+    """A small medium-stitch dataset in a session-wide OGBench folder of its own."""
+    return make_files(SMALL_STITCH, tmp_path_factory.mktemp("ogb_stitch"))
+
+
+@pytest.fixture(scope="session")
+def navigate_file(tmp_path_factory) -> Path:
+    return make_files(SMALL_NAVIGATE, tmp_path_factory.mktemp("ogb_nav"))
+
+
+@pytest.fixture
+def ogbench_home(monkeypatch, stitch_file, navigate_file, tmp_path) -> Path:
+    """An OGBench directory holding the small stitch and navigate files under OGBench's names."""
+    d = tmp_path / "ogbench_home"
+    d.mkdir()
+    for f in (stitch_file, navigate_file):
+        for p in (f, pointmaze.val_path(f), pointmaze.sidecar_path(f)):
+            (d / p.name).symlink_to(p)
+    monkeypatch.setenv("AUGBENCH_OGBENCH_DIR", str(d))
+    return d
+
+
+def replace_cfg(cfg, **kw):
+    return replace(cfg, **kw)
+
+
+def raw_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
