@@ -8,13 +8,13 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from bench.errors import BenchError
+from bench.io import ensure_dir
 from bench.paths import CACHE_ENV, OGBENCH_ENV
 
 app = typer.Typer(
@@ -78,6 +78,7 @@ def data_make(
     if path.exists() and pointmaze.val_path(path).exists() and not force and side and side.get("config") == asdict(cfg):
         out.print(f"[green]up to date[/]: {path} (same config and seed; --force regenerates)")
         return
+    ensure_dir(path.parent)  # an unwritable destination fails now, not after the generation
     rows = (cfg.episodes + cfg.val_episodes) * cfg.episode_steps
     with _progress() as prog:
         task = prog.add_task(f"{name} ({cfg.maze} {cfg.kind}, seed {cfg.seed})", total=rows)
@@ -124,24 +125,21 @@ def data_list():
     from bench import data
     from bench.data import minari_data, ogbench_data
 
-    table = Table(show_header=True)
-    for col in ("name", "kind", "present", "where"):
-        table.add_column(col)
+    rows = []
     for name, cfg in data.generable().items():
         p = data.file_for(name)
-        table.add_row(name, f"generable ({cfg.maze} {cfg.kind}, {cfg.episodes} x {cfg.episode_steps})",
-                      "yes" if p.exists() else "no", str(p))
+        rows.append((name, "present" if p.exists() else "absent", f"generable: {cfg.maze} {cfg.kind}, "
+                     f"{cfg.episodes} x {cfg.episode_steps} steps ({p})"))
     from bench.paths import ogbench_dir
 
     for name in ogbench_data.catalogue():
-        if name in data.generable():
-            continue
         p = ogbench_dir() / f"{name}.npz"
-        if p.exists():
-            table.add_row(name, "OGBench", "yes", str(p))
-    for did in minari_data.local_ids():
-        table.add_row(f"minari:{did}", "Minari", "yes", "")
-    out.print(table)
+        if name not in data.generable() and p.exists():
+            rows.append((name, "present", f"OGBench file ({p})"))
+    rows += [(f"minari:{did}", "present", "Minari dataset") for did in minari_data.local_ids()]
+    width = max(len(r[0]) for r in rows)
+    for name, present, what in rows:
+        out.print(f"{name:<{width}}  {present:<7}  {what}", highlight=False, soft_wrap=True)
     out.print("Any OGBench name works once its file is in the OGBench directory; add --task N for singletask.")
 
 
@@ -151,12 +149,14 @@ def main() -> None:
     except BenchError as e:
         err.print(f"[red]error[/]: {e}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("aborted")
         sys.exit(130)
-    except click.ClickException as e:
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.TyperException as e:  # usage errors: bad option value, unknown option, missing argument
         err.print(f"[red]error[/]: {e.format_message()}", highlight=False, soft_wrap=True)
-        sys.exit(e.exit_code or 2)
+        sys.exit(getattr(e, "exit_code", 2) or 2)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

@@ -73,7 +73,12 @@ def load_minari(name: str) -> Dataset:
     ref = None
     if md.get("ref_min_score") is not None and md.get("ref_max_score") is not None:
         ref = ReferenceScores(min=float(md["ref_min_score"]), max=float(md["ref_max_score"]))
-    env_spec = ds.spec.eval_env_spec or ds.spec.env_spec
+    env_spec = ds.env_spec
+    if md.get("eval_env_spec"):  # the environment the dataset says to evaluate in, when it names one
+        try:
+            env_spec = gymnasium.envs.registration.EnvSpec.from_json(md["eval_env_spec"])
+        except Exception:
+            pass
     space = ds.action_space
     meta = DatasetMeta(
         name=PREFIX + did,
