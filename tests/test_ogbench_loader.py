@@ -82,3 +82,32 @@ def test_unknown_task_and_name(ogbench_home):
 def test_val_split(ogbench_home):
     val = data.load("pointmaze-medium-navigate-v0", split="val")
     assert val.n_episodes == SMALL_NAVIGATE.val_episodes
+
+
+def test_canonical_cache_is_reused_and_invalidated(ogbench_home, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUGBENCH_CACHE", str(tmp_path / "own-cache"))
+    first = data.load("pointmaze-medium-stitch-v0", task=2)
+    assert not isinstance(first.observations, np.memmap)  # converted through OGBench's loader
+    second = data.load("pointmaze-medium-stitch-v0", task=2)
+    assert isinstance(second.observations, np.memmap)  # memory-mapped from the cache
+    assert second.meta == first.meta
+    for k, v in first.arrays().items():
+        np.testing.assert_array_equal(getattr(second, k), v)
+    # A different source file at the same path is not served from the stale cache entry.
+    home2 = tmp_path / "ogb2"
+    home2.mkdir()
+    import shutil
+    from dataclasses import replace
+
+    from bench.data import pointmaze
+    from tests.conftest import SMALL_STITCH, make_files
+
+    make_files(replace(SMALL_STITCH, seed=99), home2)
+    target = ogbench_home / "pointmaze-medium-stitch-v0.npz"
+    target.unlink()
+    shutil.copy(home2 / target.name, target)
+    (ogbench_home / "pointmaze-medium-stitch-v0-val.npz").unlink()
+    shutil.copy(pointmaze.val_path(home2 / target.name), ogbench_home / "pointmaze-medium-stitch-v0-val.npz")
+    third = data.load("pointmaze-medium-stitch-v0", task=2)
+    assert not isinstance(third.observations, np.memmap)
+    assert third.meta.content_hash != first.meta.content_hash

@@ -8,6 +8,8 @@ conditioned datasets carry no reward (zeros here; `meta.goal_conditioned` is Tru
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import zipfile
 from pathlib import Path
@@ -15,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.data import pointmaze
-from bench.dataset import Dataset, DatasetMeta, ReferenceScores, SimulatorSpec, SpaceSpec
+from bench.dataset import SCHEMA_VERSION, Dataset, DatasetMeta, ReferenceScores, SimulatorSpec, SpaceSpec, load
 from bench.errors import BenchError
-from bench.paths import ogbench_dir
+from bench.io import ensure_dir
+from bench.paths import cache_dir, ogbench_dir
 
 # OGBench's dataset catalogue (its README), used to recognise names and suggest close ones.
 _ENV_TYPES = {
@@ -121,16 +124,41 @@ def load_ogbench(
     path: Path | None = None,
     display_name: str | None = None,
     split: str = "train",
+    cache: bool = True,
 ) -> Dataset:
-    """Load `name` (any OGBench dataset name, goal-conditioned or singletask) from `path` or the OGBench dir."""
-    import gymnasium
+    """Load `name` (any OGBench dataset name, goal-conditioned or singletask) from `path` or the OGBench dir.
 
-    import ogbench
-
+    The first load goes through OGBench's loader and keeps the canonical result in the augbench cache, keyed
+    by the file's path, size and modification time, the task and the split; later loads memory-map it.
+    """
     base, task = split_name(name, task)
     path = Path(path) if path is not None else ogbench_dir() / f"{base}.npz"
     if not path.exists():
         raise BenchError(missing_file_message(path, base))
+    if split not in ("train", "val"):
+        raise BenchError(f"--split: must be train or val, got '{split}'")
+    if not cache:
+        return _convert(base, task, path, display_name, split)
+    val = pointmaze.val_path(path)
+    stamp = [str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns, task, split, display_name,
+             SCHEMA_VERSION] + ([val.stat().st_size, val.stat().st_mtime_ns] if val.exists() else [])
+    key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
+    cached = cache_dir() / "canonical" / f"{path.stem}-{f'task{task}' if task else 'goals'}-{split}-{key}.npz"
+    if cached.exists():
+        try:
+            return load(cached)
+        except BenchError:
+            pass  # a damaged cache entry is rebuilt from the source file
+    ds = _convert(base, task, path, display_name, split)
+    ds.save(cached)
+    return ds
+
+
+def _convert(base: str, task: int | None, path: Path, display_name: str | None, split: str) -> Dataset:
+    import gymnasium
+
+    import ogbench
+
     val = pointmaze.val_path(path)
     if not val.exists():
         raise BenchError(f"{val}: the validation file beside {path.name} is missing (OGBench's loader reads both)")
@@ -143,6 +171,7 @@ def load_ogbench(
             raise BenchError(f"--task {task}: {base} has no such task (tasks: {', '.join(map(str, tasks)) or 'none'})")
     check_raw_file(path, need_state=True)
     check_raw_file(val, need_state=True)
+    ensure_dir(cache_dir())
     env, train_d, val_d = ogbench.make_env_and_datasets(full, dataset_path=str(path), add_info=True)
     d = train_d if split == "train" else val_d
     space = env.action_space

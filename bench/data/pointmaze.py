@@ -178,8 +178,13 @@ def _episode_seeds(seed: int, split: int, episode: int) -> tuple[int, int]:
     return int(state[0]), int(state[1])
 
 
-def generate_episodes(cfg: MazeGenConfig, split: int, start: int, stop: int) -> dict[str, np.ndarray]:
-    """Episodes [start, stop) of a split (0 train, 1 val); rows as OGBench stores them."""
+def generate_episodes(
+    cfg: MazeGenConfig, split: int, start: int, stop: int, env_oracle: bool = False
+) -> dict[str, np.ndarray]:
+    """Episodes [start, stop) of a split (0 train, 1 val); rows as OGBench stores them.
+
+    `env_oracle=True` asks the env's own BFS oracle at every step, as OGBench's script does (same data,
+    slower; the benchmark's baseline)."""
     env = make_env(cfg)
     maze = env.unwrapped
     oracle = Oracle(maze)
@@ -204,7 +209,9 @@ def generate_episodes(cfg: MazeGenConfig, split: int, start: int, stop: int) -> 
         ob, _ = env.reset(seed=env_seed, options=dict(task_info=dict(init_ij=init_ij, goal_ij=goal_ij)))
         for _ in range(T):
             xy = maze.get_xy()
-            direction = oracle.subgoal(xy, maze.cur_goal_xy) - xy
+            subgoal = maze.get_oracle_subgoal(xy, maze.cur_goal_xy)[0] if env_oracle else \
+                oracle.subgoal(xy, maze.cur_goal_xy)
+            direction = subgoal - xy
             direction = direction / (np.linalg.norm(direction) + 1e-6)
             action = np.clip(direction + np.random.normal(0, noise_std, direction.shape), -1, 1)
             next_ob, _, _, _, info = maze.step(action)
