@@ -22,6 +22,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    epilog="Commands: `bench data make NAME` generates a point-maze dataset (OGBench's simulator and protocol); "
+           "`bench data show NAME` prints a summary and draws the data on the maze; `bench data list` lists "
+           "dataset names and which files are present.",
 )
 data_app = typer.Typer(help="Datasets: generate, inspect and list.", no_args_is_help=True)
 app.add_typer(data_app, name="data", help="Datasets: `data make` generates a maze dataset, `data show` summarises "

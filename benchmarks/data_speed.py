@@ -8,7 +8,8 @@ Every speed is a ratio against a baseline measured in the same run (the machines
 - generation as `bench data make` does it (precomputed oracle) on one process and on every core.
 Loading: `pointmaze-medium-navigate-v0` at OGBench's full size (1,000,000 transitions) generated here, read
 (a) through OGBench's loader into the canonical dataset, (b) from the canonical memory-mapped `.npz`; each in a
-fresh process, timing the load and its peak resident memory above the process's baseline after imports.
+fresh process, timing the load and its peak resident memory (Linux VmHWM, reset just before the load) above the
+process's resident memory after its imports.
 """
 
 from __future__ import annotations
@@ -54,17 +55,20 @@ def gen_steps_per_s(cfg, workers: int | None = None, env_oracle: bool = False) -
 
 
 LOAD_CHILD = r"""
-import json, resource, sys, time, os
+import json, sys, time, os
 os.environ["AUGBENCH_OGBENCH_DIR"] = sys.argv[1]
 os.environ["AUGBENCH_CACHE"] = sys.argv[2]
 import numpy as np, ogbench, gymnasium  # imports are not part of the load
 from bench import data
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def status(key):  # kB -> bytes
+    return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1]) * 1024
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak-RSS mark (VmHWM) to the current RSS
+base = status("VmRSS")
 t0 = time.perf_counter()
 ds = data.load("pointmaze-medium-navigate-v0", task=1)
 ds.validate()
 sec = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+peak = status("VmHWM") - base
 nbytes = sum(int(np.asarray(v).nbytes) for v in ds.arrays().values())
 print(json.dumps(dict(seconds=sec, peak=peak, nbytes=nbytes, n=len(ds))))
 """
