@@ -6,3 +6,5 @@ Third-party trainers register under the entry-point group `augbench.trainers`.
 from bench.registry import Registry
 
 TRAINERS: Registry = Registry("trainer", "augbench.trainers")
+
+from algos import cql, dt, iql, td3bc  # noqa: E402,F401  (register the built-in trainers)

@@ -22,7 +22,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    epilog="Commands: `bench data make NAME` generates a point-maze dataset (OGBench's simulator and protocol); "
+    epilog="Commands: `bench run` trains one trainer on one (augmented) dataset and records the result; "
+           "`bench list` lists augmenters, trainers and datasets; `bench data make NAME` generates a point-maze dataset (OGBench's simulator and protocol); "
            "`bench data show NAME` prints a summary and draws the data on the maze; `bench data list` lists "
            "dataset names and which files are present.",
 )
@@ -144,6 +145,91 @@ def data_list():
     for name, present, what in rows:
         out.print(f"{name:<{width}}  {present:<7}  {what}", highlight=False, soft_wrap=True)
     out.print("Any OGBench name works once its file is in the OGBench directory; add --task N for singletask.")
+
+
+def _json_option(text: Optional[str], option: str) -> dict:
+    if not text:
+        return {}
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise BenchError(f"{option}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise BenchError(f"{option}: must be a JSON object such as '{{\"key\": 1}}'")
+    return value
+
+
+@app.command("run")
+def run_cmd(
+    dataset: str = typer.Option(..., help="Dataset name (see `bench list`)."),
+    algo: str = typer.Option(..., help="Trainer: iql, td3bc, cql, dt, ..."),
+    augmenter: str = typer.Option("none", help="Augmenter: none, noise, ..."),
+    task: Optional[int] = typer.Option(None, help="OGBench singletask task id."),
+    seed: int = typer.Option(0, help="Seed for the augmenter, the trainer and the evaluation."),
+    steps: int = typer.Option(2000, help="Gradient steps."),
+    eval_every: Optional[int] = typer.Option(None, help="Evaluate every N steps (default: once, at the end)."),
+    eval_episodes: int = typer.Option(10, help="Episodes per evaluation (OGBench's protocol uses 50)."),
+    aug_config: Optional[str] = typer.Option(None, help="Augmenter config overrides, JSON."),
+    algo_config: Optional[str] = typer.Option(None, help="Trainer config overrides, JSON (e.g. '{\"preset\": \"maze\"}')."),
+    mix: str = typer.Option("ratio", help="How generated data is mixed in: ratio, synthetic or union."),
+    ratio: float = typer.Option(0.5, help="Share of generated samples per batch (mix=ratio)."),
+    device: str = typer.Option("auto", help="auto (cuda:0 when there is one), cpu:0 or cuda:N."),
+    force: bool = typer.Option(False, help="Run again even if the result exists."),
+    results_dir: Optional[Path] = typer.Option(None, help="Results root (default $AUGBENCH_RESULTS or ./results)."),
+):
+    """Train one trainer on one (augmented) dataset, evaluate it, and record the result."""
+    from bench.run import RunRequest, execute, plan
+
+    req = RunRequest(dataset=dataset, algo=algo, augmenter=augmenter, task=task, seed=seed, steps=steps,
+                     eval_every=eval_every, eval_episodes=eval_episodes,
+                     augmenter_config=_json_option(aug_config, "--aug-config"),
+                     algo_config=_json_option(algo_config, "--algo-config"),
+                     mix={"mode": mix, "ratio": ratio}, device=device)
+    planned = plan(req)  # every check before the progress bar and before anything is written
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[last]}"),
+                  console=err) as prog:
+        bar = prog.add_task(f"{algo} on {dataset}" + (f" task {task}" if task else "") + f" ({augmenter})",
+                            total=steps, last="")
+
+        def report(step, total, row):
+            prog.update(bar, completed=step, last=f"score {row['score']:.1f}" if row else "")
+
+        run_dir, result = execute(req, force=force, progress=report, root=results_dir, planned=planned)
+    out.print(f"{result['metric']}: {result['score']:.1f} at step {result['grad_steps']} "
+              f"(mean of the last three evaluations {result['score_last3_mean']:.1f}); "
+              f"{(result['grad_steps_per_s'] or 0):.0f} gradient steps/s on {result['device']}")
+    out.print(f"run: {run_dir}")
+
+
+@app.command("list")
+def list_cmd():
+    """List augmenters, trainers and datasets, one line each."""
+    from algos import TRAINERS
+    from bench import data
+    from methods import AUGMENTERS
+
+    def first_line(obj) -> str:
+        doc = (obj.__doc__ or "").strip().splitlines()
+        return doc[0] if doc else ""
+
+    for name in AUGMENTERS.names():
+        cls = AUGMENTERS.get(name)
+        out.print(f"augmenter  {name:<12} {cls.output:<12} {first_line(__import__(cls.__module__, fromlist=['_']))}",
+                  highlight=False, soft_wrap=True)
+    for name in TRAINERS.names():
+        cls = TRAINERS.get(name)
+        out.print(f"trainer    {name:<12} {'/'.join(cls.presets):<24} "
+                  f"{first_line(__import__(cls.__module__, fromlist=['_']))}", highlight=False, soft_wrap=True)
+    for name in data.generable():
+        out.print(f"dataset    {name:<30} {'present' if data.file_for(name).exists() else 'absent (bench data make)'}",
+                  highlight=False, soft_wrap=True)
+    from bench.data import minari_data
+
+    for did in minari_data.local_ids():
+        out.print(f"dataset    minari:{did}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

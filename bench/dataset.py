@@ -287,7 +287,7 @@ class Dataset:
         next_observation, flagged as the d3rlpy timeout, so its last real transition bootstraps from the
         true s'; a run ending in a terminal has its last row flagged as the d3rlpy terminal.
         """
-        import d3rlpy
+        from bench.d3 import d3rlpy
 
         n = len(self)
         # Steps inside an episode whose successor row does not continue it (only in `transitions` data,

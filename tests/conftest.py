@@ -63,3 +63,19 @@ def replace_cfg(cfg, **kw):
 def raw_arrays(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
+
+
+TOY = pointmaze.MazeGenConfig(maze="medium", kind="stitch", episodes=30, episode_steps=201, seed=0)
+
+
+@pytest.fixture(scope="session")
+def toy_file(tmp_path_factory) -> Path:
+    """`toy-maze` (30 episodes) in the session cache every test points AUGBENCH_CACHE at."""
+    return make_files(TOY, tmp_path_factory.getbasetemp() / "cache" / "datasets", name="toy-maze")
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "results"
+    monkeypatch.setenv("AUGBENCH_RESULTS", str(root))
+    return root

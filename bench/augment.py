@@ -1,0 +1,53 @@
+"""Running an augmenter, with the generated dataset cached on disk.
+
+The cache key hashes (dataset content hash, augmenter name, its full config, seed); the file is written
+atomically, so a second run with the same key reuses it and a killed run never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from bench.dataset import Dataset, load
+from bench.errors import BenchError
+from bench.paths import cache_dir
+
+
+def cache_key(dataset: Dataset, name: str, config: dict, seed: int) -> str:
+    blob = json.dumps({"data": dataset.meta.content_hash, "augmenter": name, "config": config, "seed": seed},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def cache_path(key: str) -> Path:
+    return cache_dir() / "augmented" / f"{key}.npz"
+
+
+def augment(dataset: Dataset, name: str, config, seed: int) -> tuple[Dataset | None, str, bool]:
+    """(generated data or None, cache key, whether it came from the cache)."""
+    from methods import AUGMENTERS
+
+    cls = AUGMENTERS.get(name)
+    key = cache_key(dataset, name, config.to_dict(), seed)
+    if cls.output == "none":
+        return None, key, False
+    path = cache_path(key)
+    if path.exists():
+        try:
+            return load(path), key, True
+        except BenchError as e:
+            raise BenchError(f"corrupt cached augmentation {path} ({e}); delete it to regenerate") from None
+    factory = None
+    if cls.needs_simulator:
+        from bench.evaluate import make_env
+
+        factory = lambda: make_env(dataset.meta)  # noqa: E731
+    aug = cls(config, seed=seed, simulator_factory=factory)
+    aug.fit(dataset)
+    generated = aug.generate()
+    if generated is not None:
+        generated.validate(where=f"augmenter '{name}' output")
+        generated.save(path)
+    return generated, key, False

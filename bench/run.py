@@ -1,0 +1,174 @@
+"""One run end to end: dataset -> augmenter -> trainer -> evaluation -> results/runs/<run_id>/.
+
+Files (each written atomically; `result.json` last, so its presence means the run finished):
+    config.json   the full canonical config (dataset hash, resolved augmenter/trainer/mixing configs, seed, steps)
+    curve.csv     step, score, success_rate, return, wall seconds: one row per evaluation
+    policy.d3     the trained policy (d3rlpy's save format)
+    result.json   final score, mean of the last three evaluations, wall time, gradient steps/s, device,
+                  package versions, git commit and whether the tree was dirty
+`run_id` hashes the canonical config, so the same run is recognised later and not repeated unless forced.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from bench import provenance
+from bench.errors import BenchError
+from bench.io import ensure_dir, write_bytes, write_json
+
+
+@dataclass
+class RunRequest:
+    dataset: str
+    algo: str
+    augmenter: str = "none"
+    task: int | None = None
+    seed: int = 0
+    steps: int = 2000
+    eval_every: int | None = None  # default: steps (one evaluation at the end)
+    eval_episodes: int = 10
+    augmenter_config: dict = field(default_factory=dict)
+    algo_config: dict = field(default_factory=dict)
+    mix: dict = field(default_factory=dict)
+    device: str = "auto"
+
+
+def results_root() -> Path:
+    return Path(os.environ.get("AUGBENCH_RESULTS") or "results")
+
+
+def _check_numbers(req: RunRequest) -> int:
+    if req.steps < 1:
+        raise BenchError(f"--steps: must be at least 1, got {req.steps}")
+    every = req.eval_every or req.steps
+    if every < 1 or every > req.steps:
+        raise BenchError(f"--eval-every: must be in [1, {req.steps}], got {every}")
+    if req.steps % every:
+        raise BenchError(f"--eval-every: {every} does not divide --steps {req.steps}")
+    if req.eval_episodes < 1:
+        raise BenchError(f"--eval-episodes: must be at least 1, got {req.eval_episodes}")
+    if req.seed < 0:
+        raise BenchError(f"--seed: must be >= 0, got {req.seed}")
+    return every
+
+
+def plan(req: RunRequest):
+    """Resolve and check everything that can be checked before any work: names, configs, the pair, the data."""
+    from algos import TRAINERS
+    from algos.base import resolve
+    from bench import data
+    from bench.evaluate import check_evaluable
+    from bench.mixing import MixConfig
+    from methods import AUGMENTERS
+
+    every = _check_numbers(req)
+    aug_cls = AUGMENTERS.get(req.augmenter)
+    algo_cls = TRAINERS.get(req.algo)
+    aug_cfg = aug_cls.config_class.from_dict(req.augmenter_config, where=f"augmenter '{req.augmenter}' config")
+    algo_cfg = resolve(algo_cls.config_class, algo_cls.presets, req.algo_config, where=f"algo '{req.algo}' config")
+    mix = MixConfig.from_dict(req.mix, where="mixing config")
+    if algo_cls.needs_trajectories and aug_cls.output == "transitions":
+        raise BenchError(f"not applicable: '{req.algo}' trains on whole trajectories and augmenter "
+                         f"'{req.augmenter}' generates transitions (the papers print '-')")
+    dataset = data.load(req.dataset, req.task)
+    check_evaluable(dataset.meta)
+    device = provenance.resolve_device(req.device)
+    config = {
+        "dataset": {"name": req.dataset, "task": req.task, "content_hash": dataset.meta.content_hash,
+                    "transitions": len(dataset)},
+        "augmenter": {"name": req.augmenter, "config": aug_cfg.to_dict(), "seed": req.seed},
+        "algo": {"name": req.algo, "config": algo_cfg.to_dict()},
+        "mix": mix.to_dict(),
+        "seed": req.seed,
+        "steps": req.steps,
+        "eval_every": every,
+        "eval_episodes": req.eval_episodes,
+        "device": "cuda" if device.startswith("cuda") else "cpu",
+    }
+    return config, dataset, aug_cfg, algo_cls, algo_cfg, mix, device
+
+
+def run_id(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _write_curve(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["step", "score", "success_rate", "return", "wall_s"])
+    w.writeheader()
+    w.writerows(rows)
+    write_bytes(path, buf.getvalue().encode())
+
+
+def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, dict | None], None] | None = None,
+            root: Path | None = None, planned: tuple | None = None) -> tuple[Path, dict]:
+    """Do the run (or find it done); returns (run directory, result).  `planned` is `plan(req)` if the caller
+    already made it."""
+    from bench.augment import augment
+    from bench.evaluate import evaluate
+    from bench.mixing import build_buffers
+
+    config, dataset, aug_cfg, algo_cls, algo_cfg, mix, device = planned or plan(req)
+    rid = run_id(config)
+    run_dir = (root or results_root()) / "runs" / rid
+    result_path = run_dir / "result.json"
+    if result_path.exists() and not force:
+        return run_dir, json.loads(result_path.read_text())
+    ensure_dir(run_dir)
+    if force:
+        result_path.unlink(missing_ok=True)
+    write_json(run_dir / "config.json", {"run_id": rid, **config})
+
+    t_start = time.perf_counter()
+    generated, aug_key, from_cache = augment(dataset, req.augmenter, aug_cfg, req.seed)
+    ref_buffer, train_buffer = build_buffers(dataset, generated, mix)
+    trainer = algo_cls(algo_cfg, seed=req.seed, device=device)
+    trainer.build(ref_buffer, dataset)
+    every = config["eval_every"]
+    curve, train_seconds = [], 0.0
+    for step in range(every, req.steps + 1, every):
+        t0 = time.perf_counter()
+        trainer.train(train_buffer, every)
+        train_seconds += time.perf_counter() - t0
+        ev = evaluate(trainer, dataset.meta, req.eval_episodes, seed=req.seed)
+        curve.append({"step": step, "score": round(ev["score"], 6), "success_rate": round(ev["success_rate"], 6),
+                      "return": round(ev["return"], 6), "wall_s": round(time.perf_counter() - t_start, 3)})
+        _write_curve(run_dir / "curve.csv", curve)
+        if progress:
+            progress(step, req.steps, curve[-1])
+    if trainer.grad_steps != req.steps:
+        raise BenchError(f"{req.algo}: {trainer.grad_steps} gradient steps ran, {req.steps} were asked for")
+    tmp = run_dir / ".policy.d3.tmp"
+    trainer.save(tmp)
+    os.replace(tmp, run_dir / "policy.d3")
+    last3 = [r["score"] for r in curve[-3:]]
+    result = {
+        "run_id": rid,
+        "status": "done",
+        "dataset": req.dataset, "task": req.task, "augmenter": req.augmenter, "algo": req.algo,
+        "preset": algo_cfg.preset, "seed": req.seed,
+        "score": curve[-1]["score"],
+        "score_last3_mean": sum(last3) / len(last3),
+        "metric": "success rate (%)" if dataset.meta.source == "ogbench" else "normalized score (x100)",
+        "grad_steps": trainer.grad_steps,
+        "grad_steps_per_s": trainer.grad_steps / train_seconds if train_seconds > 0 else None,
+        "wall_s": time.perf_counter() - t_start,
+        "augmentation": {"cache_key": aug_key, "from_cache": from_cache,
+                         "generated": 0 if generated is None else len(generated), "kind":
+                         None if generated is None else generated.meta.kind},
+        "device": device, "device_name": provenance.device_name(device),
+        "versions": provenance.package_versions(),
+        "git": provenance.git_state(),
+        "config": config,
+    }
+    write_json(result_path, result)
+    return run_dir, result
