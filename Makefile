@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   generate the toy maze, summarise it and draw it (prints where the picture is)
+#   make demo   generate the toy maze, draw it, train IQL on it briefly (prints the picture, the score, the run)
 #   make test   run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/bench data make toy-maze
 	$(VENV)/bin/bench data show toy-maze --task 1
+	$(VENV)/bin/bench run --dataset toy-maze --task 1 --algo iql --augmenter none --seed 0 \
+	    --steps 3000 --eval-every 1000 --eval-episodes 10
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q tests

@@ -120,7 +120,7 @@ def data_show(
     if max_episodes < 1:
         raise BenchError(f"--max-episodes: must be at least 1, got {max_episodes}")
     show.draw(ds, png, max_episodes=max_episodes)
-    out.print(f"picture: {png}")
+    out.print(f"picture: {png}", highlight=False, soft_wrap=True)
 
 
 @data_app.command("list")
@@ -200,8 +200,8 @@ def run_cmd(
         run_dir, result = execute(req, force=force, progress=report, root=results_dir, planned=planned)
     out.print(f"{result['metric']}: {result['score']:.1f} at step {result['grad_steps']} "
               f"(mean of the last three evaluations {result['score_last3_mean']:.1f}); "
-              f"{(result['grad_steps_per_s'] or 0):.0f} gradient steps/s on {result['device']}")
-    out.print(f"run: {run_dir}")
+              f"{(result['grad_steps_per_s'] or 0):.0f} gradient steps/s on {result['device']}", soft_wrap=True)
+    out.print(f"run: {run_dir}", highlight=False, soft_wrap=True)
 
 
 @app.command("list")

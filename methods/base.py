@@ -43,3 +43,33 @@ class Augmenter:
 
     def generate(self) -> Dataset | None:
         raise NotImplementedError
+
+    def transitions(self, source: Dataset, rows: np.ndarray, observations: np.ndarray,
+                    next_observations: np.ndarray, actions: np.ndarray | None = None,
+                    rewards: np.ndarray | None = None) -> Dataset:
+        """A generated `transitions` dataset: each step its own episode, provenance pointing at the source
+        rows' episodes.  Actions, rewards and terminal flags default to those of the source rows."""
+        rows = np.asarray(rows)
+        n = len(rows)
+        origins = list(source.meta.origins)
+        if self.name not in origins:
+            origins.append(self.name)
+        terminals = np.asarray(source.terminals)[rows]
+        prov = np.full((n, 2), -1, np.int32)
+        prov[:, 0] = np.asarray(source.episode_index)[rows]
+        meta = source.meta.model_copy(update={
+            "kind": "transitions", "source": "generated", "origins": origins, "content_hash": "",
+            "extra": {"augmenter": self.name, "config": self.config.to_dict(), "seed": self.seed,
+                      "parent_hash": source.meta.content_hash}})
+        return Dataset(
+            observations=np.asarray(observations, np.float32),
+            actions=np.asarray(source.actions[rows] if actions is None else actions, np.float32),
+            rewards=np.asarray(source.rewards[rows] if rewards is None else rewards, np.float32),
+            next_observations=np.asarray(next_observations, np.float32),
+            terminals=terminals,
+            timeouts=~terminals,
+            episode_offsets=np.arange(n + 1, dtype=np.int64),
+            origin=np.full(n, origins.index(self.name), np.int16),
+            source_episodes=prov,
+            meta=meta,
+        ).with_hash().validate()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.dataset import Dataset, DatasetMeta
+from bench.dataset import Dataset
 from bench.errors import BenchError
 from methods import AUGMENTERS
 from methods.base import Augmenter, AugmenterConfig
@@ -42,27 +42,7 @@ class GaussianStateNoise(Augmenter):
     def generate(self) -> Dataset:
         ds, cfg = self.data, self.config
         n = max(1, int(round(cfg.size * len(ds))))
-        idx = np.sort(self.rng.integers(0, len(ds), n))
+        rows = np.sort(self.rng.integers(0, len(ds), n))
         offset = (self.rng.standard_normal((n,) + ds.observations.shape[1:]) * cfg.scale * self.std).astype(np.float32)
-        terminals = np.asarray(ds.terminals)[idx]
-        origins = list(ds.meta.origins)
-        if self.name not in origins:
-            origins.append(self.name)
-        source = np.full((n, 2), -1, np.int32)
-        source[:, 0] = np.asarray(ds.episode_index)[idx]
-        meta = DatasetMeta(**{**ds.meta.model_dump(), "kind": "transitions", "source": "generated",
-                              "origins": origins, "content_hash": "",
-                              "extra": {"augmenter": self.name, "config": cfg.to_dict(), "seed": self.seed,
-                                        "parent_hash": ds.meta.content_hash}})
-        return Dataset(
-            observations=np.asarray(ds.observations)[idx] + offset,
-            actions=np.asarray(ds.actions)[idx],
-            rewards=np.asarray(ds.rewards)[idx],
-            next_observations=np.asarray(ds.next_observations)[idx] + offset,
-            terminals=terminals,
-            timeouts=~terminals,  # every generated transition is an episode of its own
-            episode_offsets=np.arange(n + 1, dtype=np.int64),
-            origin=np.full(n, origins.index(self.name), np.int16),
-            source_episodes=source,
-            meta=meta,
-        ).with_hash().validate()
+        return self.transitions(ds, rows, observations=np.asarray(ds.observations)[rows] + offset,
+                                next_observations=np.asarray(ds.next_observations)[rows] + offset)
