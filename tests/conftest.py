@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import gymnasium
+
 from bench.data import pointmaze
 
 
@@ -79,3 +81,28 @@ def results(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "results"
     monkeypatch.setenv("AUGBENCH_RESULTS", str(root))
     return root
+
+
+MINARI_ID = "augbench/hopper-random-v0"
+
+
+@pytest.fixture
+def minari_dataset(tmp_path, monkeypatch):
+    """Five short random Hopper episodes: random Hopper falls (termination) unless the 25-step limit
+    truncates it first, so both endings occur."""
+    import minari
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    env = minari.DataCollector(gymnasium.make("Hopper-v5", max_episode_steps=25), record_infos=False)
+    env.action_space.seed(0)
+    for k in range(8):
+        env.reset(seed=k)
+        done = False
+        while not done:
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample() * (0.2 if k % 2 else 1.0))
+            done = terminated or truncated
+    ds = env.create_dataset(dataset_id=MINARI_ID, algorithm_name="random", author="augbench",
+                            author_email="tests@augbench.invalid", code_permalink="https://example.invalid",
+                            description="test data", ref_min_score=-20.0, ref_max_score=3000.0)
+    env.close()
+    return minari.load_dataset(MINARI_ID)

@@ -2,35 +2,11 @@
 
 from __future__ import annotations
 
-import gymnasium
 import numpy as np
 import pytest
 
 from bench import data
-
-DATASET_ID = "augbench/hopper-random-v0"
-
-
-@pytest.fixture
-def minari_dataset(tmp_path, monkeypatch):
-    """Five short random Hopper episodes: random Hopper falls (termination) unless the 25-step limit
-    truncates it first, so both endings occur."""
-    import minari
-
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    env = minari.DataCollector(gymnasium.make("Hopper-v5", max_episode_steps=25), record_infos=False)
-    env.action_space.seed(0)
-    for k in range(8):
-        env.reset(seed=k)
-        done = False
-        while not done:
-            _, _, terminated, truncated, _ = env.step(env.action_space.sample() * (0.2 if k % 2 else 1.0))
-            done = terminated or truncated
-    ds = env.create_dataset(dataset_id=DATASET_ID, algorithm_name="random", author="augbench",
-                            author_email="tests@augbench.invalid", code_permalink="https://example.invalid",
-                            description="test data", ref_min_score=-20.0, ref_max_score=3000.0)
-    env.close()
-    return minari.load_dataset(DATASET_ID)
+from tests.conftest import MINARI_ID as DATASET_ID
 
 
 def test_minari_episodes_align_exactly(minari_dataset):

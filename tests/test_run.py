@@ -256,3 +256,14 @@ def test_killed_run_leaves_no_result_and_rerun_completes(toy_file, results):
     result = json.loads((runs[0] / "result.json").read_text())
     assert result["grad_steps"] == 600
     assert len((runs[0] / "curve.csv").read_text().strip().splitlines()) == 7
+
+
+def test_minari_run_reports_d4rl_normalised_score(minari_dataset, results):
+    from tests.conftest import MINARI_ID
+
+    run_dir, result = execute(RunRequest(dataset=f"minari:{MINARI_ID}", algo="td3bc", steps=20, eval_episodes=2,
+                                         device="cpu:0", algo_config={"preset": "locomotion", "batch_size": 16}))
+    assert result["metric"] == "normalized score (x100)"
+    row = (run_dir / "curve.csv").read_text().splitlines()[1].split(",")
+    ret, score = float(row[3]), float(row[1])
+    assert score == pytest.approx(100 * (ret - (-20.0)) / (3000.0 - (-20.0)), abs=1e-4)
