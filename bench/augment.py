@@ -6,12 +6,14 @@ atomically, so a second run with the same key reuses it and a killed run never l
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 from pathlib import Path
 
 from bench.dataset import Dataset, load
 from bench.errors import BenchError
+from bench.io import ensure_dir
 from bench.paths import cache_dir
 
 
@@ -35,10 +37,25 @@ def augment(dataset: Dataset, name: str, config, seed: int) -> tuple[Dataset | N
         return None, key, False
     path = cache_path(key)
     if path.exists():
-        try:
-            return load(path), key, True
-        except BenchError as e:
-            raise BenchError(f"corrupt cached augmentation {path} ({e}); delete it to regenerate") from None
+        return _read(path), key, True
+    # One generator per key, however many processes ask at once: an flock, which the kernel releases when its
+    # holder dies, so a killed job never leaves it stuck; the loser of the race reads the winner's file.
+    ensure_dir(path.parent)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return _read(path), key, True
+        return _generate(dataset, cls, name, config, seed, path), key, False
+
+
+def _read(path: Path) -> Dataset:
+    try:
+        return load(path)
+    except BenchError as e:
+        raise BenchError(f"corrupt cached augmentation {path} ({e}); delete it to regenerate") from None
+
+
+def _generate(dataset: Dataset, cls, name: str, config, seed: int, path: Path) -> Dataset | None:
     factory = None
     if cls.needs_simulator:
         from bench.evaluate import make_env
@@ -50,4 +67,4 @@ def augment(dataset: Dataset, name: str, config, seed: int) -> tuple[Dataset | N
     if generated is not None:
         generated.validate(where=f"augmenter '{name}' output")
         generated.save(path)
-    return generated, key, False
+    return generated

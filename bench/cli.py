@@ -22,7 +22,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    epilog="Commands: `bench run` trains one trainer on one (augmented) dataset and records the result; "
+    epilog="Commands: `bench sweep FILE` runs a study (resumable); `bench status FILE` shows its state; "
+           "`bench collect FILE` writes its results table; `bench run` trains one trainer on one (augmented) dataset and records the result; "
            "`bench list` lists augmenters, trainers and datasets; `bench data make NAME` generates a point-maze dataset (OGBench's simulator and protocol); "
            "`bench data show NAME` prints a summary and draws the data on the maze; `bench data list` lists "
            "dataset names and which files are present.",
@@ -230,6 +231,115 @@ def list_cmd():
 
     for did in minari_data.local_ids():
         out.print(f"dataset    minari:{did}", highlight=False, soft_wrap=True)
+
+
+def _ensure_datasets(runs) -> None:
+    """Generate the generable datasets a sweep needs and does not have yet (toy-maze, OGBench point mazes)."""
+    from bench import data
+
+    for name in sorted({r.request.dataset for r in runs}):
+        if name in data.generable() and not data.file_for(name).exists():
+            err.print(f"generating {name} (bench data make {name})")
+            from bench.data import pointmaze
+
+            cfg = data.generable()[name]
+            with _progress() as prog:
+                t = prog.add_task(name, total=(cfg.episodes + cfg.val_episodes) * cfg.episode_steps)
+                train, val, sec = pointmaze.generate(cfg, progress=lambda n: prog.advance(t, n))
+            pointmaze.write(train, val, data.file_for(name), cfg, sec)
+
+
+@app.command("sweep")
+def sweep_cmd(
+    file: Path = typer.Argument(..., help="Study file (sweeps/NAME.yaml)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded grid and what is done; run nothing."),
+    executor: Optional[str] = typer.Option(None, help="Override the file's executor: local or debug."),
+    workers: Optional[int] = typer.Option(None, help="Override the local executor's parallel workers."),
+    force: bool = typer.Option(False, help="Run every run again, finished or not."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Also run the runs that failed before."),
+    only: Optional[str] = typer.Option(None, help="Only runs whose label matches this glob "
+                                       "(dataset/task/augmenter/algo/seed)."),
+):
+    """Run a study: datasets x augmenters x algos x seeds, resumable."""
+    from bench import sweep
+
+    study, runs = sweep.expand(file)
+    kind = executor or study.executor.kind
+    if kind not in ("local", "debug"):
+        raise BenchError(f"--executor: '{kind}' is not available yet (local, debug)")
+    n_workers = workers or study.executor.workers
+    if n_workers < 1:
+        raise BenchError(f"--workers: must be at least 1, got {n_workers}")
+    states = sweep.run_states()
+    todo = sweep.select(runs, states, force, retry_failed, only)
+    counts = sweep.describe(runs, states)
+    augs = len({r.aug_key or r.label for r in todo if r.request.augmenter != "none"})
+    table = Table(title=f"{study.name}: {counts['runs']} runs ({counts['not applicable']} not applicable), "
+                        f"{len(todo)} to run, {augs} augmentations")
+    for col in ("dataset", "task", "augmenter", "algo", "seed", "state"):
+        table.add_column(col)
+    for r in runs:
+        d, t, a, g, sd = r.label.split("/")
+        state = "n/a" if not r.applicable else states.get(r.run_id or "", "pending")
+        if r in todo:
+            state += " -> run"
+        table.add_row(d, t, a, g, sd, state)
+    if dry_run:
+        out.print(table)
+        out.print(" ".join(f"{k}: {v}" for k, v in counts.items()))
+        return
+    _ensure_datasets(todo)
+    if any(r.run_id is None for r in todo):
+        study, runs = sweep.expand(file)
+        todo = sweep.select(runs, sweep.run_states(), force, retry_failed, only)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
+                  TextColumn("{task.fields[state]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=err) as prog:
+        bar = prog.add_task(study.name, total=len(todo), state="")
+
+        def report(c, running):
+            prog.update(bar, completed=c["done"] + c["failed"],
+                        state=f"done {c['done']} running {running} failed {c['failed']}")
+
+        res = sweep.run_local(todo, n_workers, force, progress=report, in_process=kind == "debug")
+    out.print(f"{study.name}: {res['done']} runs done, {res['failed']} failed, {res['augmentations']} augmentations")
+    for label, msg in res["failures"]:
+        out.print(f"  failed {label}: {msg}", highlight=False, soft_wrap=True)
+    from bench.run import results_root
+
+    out.print(f"results: {results_root() / 'runs'} (bench status {file}; bench collect {file})", soft_wrap=True)
+    if res["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command("status")
+def status_cmd(file: Path = typer.Argument(..., help="Study file.")):
+    """Show done / failed / incomplete / pending runs of a study, with the failures' last error lines."""
+    from bench import sweep
+    from bench.augment import cache_path
+
+    study, runs = sweep.expand(file)
+    states = sweep.run_states()
+    counts = sweep.describe(runs, states)
+    keys = {r.aug_key for r in runs if r.applicable and r.request.augmenter != "none" and r.aug_key}
+    done_augs = sum(cache_path(k).exists() for k in keys)
+    out.print(f"{study.name}: augmentation {done_augs}/{len(keys)} done; training " +
+              ", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False, soft_wrap=True)
+    for r in runs:
+        if r.run_id and states.get(r.run_id) == "failed":
+            out.print(f"  failed {r.label} ({r.run_id}):", highlight=False, soft_wrap=True)
+            for line in sweep.error_lines(r.run_id):
+                out.print(f"    {line}", highlight=False, soft_wrap=True)
+
+
+@app.command("collect")
+def collect_cmd(file: Path = typer.Argument(..., help="Study file.")):
+    """Consolidate a study's finished runs into results/<study>.parquet (+ <study>-curves.parquet)."""
+    from bench import collect, sweep
+
+    study, runs = sweep.expand(file)
+    runs_path, curves_path, n = collect.collect(study.name, runs)
+    out.print(f"{n} finished runs -> {runs_path} and {curves_path}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -61,12 +61,10 @@ def _check_numbers(req: RunRequest) -> int:
     return every
 
 
-def plan(req: RunRequest):
-    """Resolve and check everything that can be checked before any work: names, configs, the pair, the data."""
+def check_request(req: RunRequest):
+    """Everything that can be checked without the data: numbers, names, configs, the augmenter/trainer pair."""
     from algos import TRAINERS
     from algos.base import resolve
-    from bench import data
-    from bench.evaluate import check_evaluable
     from bench.mixing import MixConfig
     from methods import AUGMENTERS
 
@@ -79,10 +77,14 @@ def plan(req: RunRequest):
     if algo_cls.needs_trajectories and aug_cls.output == "transitions":
         raise BenchError(f"not applicable: '{req.algo}' trains on whole trajectories and augmenter "
                          f"'{req.augmenter}' generates transitions (the papers print '-')")
-    dataset = data.load(req.dataset, req.task)
-    check_evaluable(dataset.meta)
-    device = provenance.resolve_device(req.device)
-    config = {
+    return every, aug_cfg, algo_cls, algo_cfg, mix
+
+
+def canonical_config(req: RunRequest, dataset, device: str | None = None) -> dict:
+    """The run's full canonical config; its hash is the run id."""
+    every, aug_cfg, _, algo_cfg, mix = check_request(req)
+    device = device or provenance.resolve_device(req.device)
+    return {
         "dataset": {"name": req.dataset, "task": req.task, "content_hash": dataset.meta.content_hash,
                     "transitions": len(dataset)},
         "augmenter": {"name": req.augmenter, "config": aug_cfg.to_dict(), "seed": req.seed},
@@ -94,6 +96,19 @@ def plan(req: RunRequest):
         "eval_episodes": req.eval_episodes,
         "device": "cuda" if device.startswith("cuda") else "cpu",
     }
+
+
+def plan(req: RunRequest, dataset=None):
+    """Resolve and check everything before any work: names, configs, the pair, the data, the device."""
+    from bench import data
+    from bench.evaluate import check_evaluable
+
+    _, aug_cfg, algo_cls, algo_cfg, mix = check_request(req)
+    if dataset is None:
+        dataset = data.load(req.dataset, req.task)
+    check_evaluable(dataset.meta)
+    device = provenance.resolve_device(req.device)
+    config = canonical_config(req, dataset, device)
     return config, dataset, aug_cfg, algo_cls, algo_cfg, mix, device
 
 

@@ -1,0 +1,48 @@
+"""Consolidate a study's finished runs into one parquet table (one row per run, the config flattened into
+columns) and a companion table of curves (one row per evaluation), both readable by pandas and DuckDB."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from bench.io import ensure_dir
+from bench.run import results_root
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def collect(study_name: str, runs) -> tuple[Path, Path, int]:
+    root = results_root()
+    rows, curves = [], []
+    for r in runs:
+        if not r.applicable or not r.run_id:
+            continue
+        run_dir = root / "runs" / r.run_id
+        result_path = run_dir / "result.json"
+        if not result_path.exists():
+            continue
+        result = json.loads(result_path.read_text())
+        dataset, task, aug_label, algo_label, seed = r.label.split("/")
+        flat = pd.json_normalize({k: v for k, v in result.items() if k != "config"}, sep=".").iloc[0].to_dict()
+        flat.update({f"config.{k}": v for k, v in
+                     pd.json_normalize(result["config"], sep=".").iloc[0].to_dict().items()})
+        flat.update({"label": r.label, "augmenter_label": aug_label, "algo_label": algo_label})
+        rows.append({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in flat.items()})
+        curve = pd.read_csv(run_dir / "curve.csv")
+        curve.insert(0, "run_id", r.run_id)
+        curves.append(curve)
+    ensure_dir(root)
+    runs_path = root / f"{study_name}.parquet"
+    curves_path = root / f"{study_name}-curves.parquet"
+    _write_parquet(pd.DataFrame(rows), runs_path)
+    _write_parquet(pd.concat(curves, ignore_index=True) if curves else
+                   pd.DataFrame(columns=["run_id", "step", "score", "success_rate", "return", "wall_s"]), curves_path)
+    return runs_path, curves_path, len(rows)

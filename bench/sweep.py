@@ -1,0 +1,375 @@
+"""Studies: one YAML file expands datasets x augmenters x algos x seeds into runs, run by an executor, resumable.
+
+The file is validated whole (pydantic plus the registries) before anything runs; an error names the file, the
+line and what is allowed.  Run ids are the content hashes of the runs' canonical configs (bench.run), and a run
+whose `result.json` exists is done, so deciding what is left is one directory listing and a set look-up.
+
+Stages: every distinct augmentation (dataset content, augmenter config, seed) runs once, before the training
+runs that read it (bench.augment caches it, under an flock that dies with its holder); then the training runs.
+A training run that raises leaves `error.json` (its last error lines) instead of `result.json`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bench.errors import BenchError
+from bench.io import write_json
+from bench.run import RunRequest, canonical_config, execute, results_root, run_id
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetEntry(_Model):
+    name: str
+    tasks: list[int] | None = None  # OGBench singletask task ids; None for datasets without tasks
+
+
+class AugmenterEntry(_Model):
+    name: str
+    label: str | None = None  # distinguishes several variants of one augmenter
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class AlgoEntry(_Model):
+    name: str
+    label: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class Training(_Model):
+    steps: int = Field(gt=0)
+    eval_every: int | None = Field(default=None, gt=0)
+
+
+class Evaluation(_Model):
+    episodes: int = Field(default=10, gt=0)
+
+
+class Mix(_Model):
+    mode: Literal["ratio", "synthetic", "union"] = "ratio"
+    ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class Slurm(_Model):
+    partition: str | None = None
+    qos: str | None = None
+    account: str | None = None
+    gpus_per_node: int = Field(default=0, ge=0)
+    cpus_per_task: int = Field(default=2, gt=0)
+    mem_gb: float = Field(default=8, gt=0)
+    timeout_min: int = Field(default=240, gt=0)
+    array_parallelism: int = Field(default=64, gt=0)
+    max_array_size: int = Field(default=1000, gt=0)
+    runs_per_job: int = Field(default=1, gt=0)
+    additional: dict[str, Any] = Field(default_factory=dict)  # extra sbatch options
+
+
+class Executor(_Model):
+    kind: Literal["local", "debug", "slurm"] = "local"
+    workers: int = Field(default=2, gt=0)
+    slurm: Slurm = Field(default_factory=Slurm)
+
+
+class Study(_Model):
+    name: str
+    datasets: list[DatasetEntry] = Field(min_length=1)
+    augmenters: list[AugmenterEntry] = Field(min_length=1)
+    algos: list[AlgoEntry] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    training: Training
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+    mix: Mix = Field(default_factory=Mix)
+    skip_inapplicable: bool = False  # skip pairs such as DT x a transitions augmenter instead of refusing
+    device: str = "auto"
+    executor: Executor = Field(default_factory=Executor)
+
+
+@dataclass
+class PlannedRun:
+    label: str  # dataset/task/augmenter-label/algo-label/seed
+    request: RunRequest
+    run_id: str | None  # None when the dataset is not there yet
+    aug_key: str | None
+    applicable: bool = True
+
+
+# ------------------------------------------------------------------------------------------ loading
+def _line_of(root, loc) -> int | None:
+    node = root
+    line = getattr(node, "start_mark", None)
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if k.value == part), None)
+            if nxt is None:
+                key = next((k for k, _ in node.value if k.value == part), None)
+                return (key.start_mark.line + 1) if key is not None else line.line + 1
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark
+    return line.line + 1 if line is not None else None
+
+
+def load_study(path: Path | str) -> tuple[Study, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise BenchError(f"{path}: no such study file")
+    text = path.read_text()
+    try:
+        root = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise BenchError(f"{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise BenchError(f"{path}: a study file is a mapping (name, datasets, augmenters, algos, seeds, training)")
+    try:
+        study = Study.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        line = _line_of(root, loc)
+        field = ".".join(str(p) for p in loc)
+        allowed = ""
+        if err["type"] == "extra_forbidden":
+            model = _model_at(loc[:-1])
+            allowed = f" (allowed: {', '.join(model.model_fields)})" if model else ""
+        raise BenchError(f"{path}:{line}: {field}: {err['msg']}{allowed}") from None
+    return study, root
+
+
+def _model_at(loc) -> type[BaseModel] | None:
+    model: Any = Study
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        model = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return None
+    return model
+
+
+# ------------------------------------------------------------------------------------------ expansion
+def expand(path: Path | str, load_data: bool = True) -> tuple[Study, list[PlannedRun]]:
+    """Check the whole study against the registries and expand it into runs (before anything runs)."""
+    from algos import TRAINERS
+    from bench import data
+    from bench.augment import cache_key
+    from bench.run import check_request
+    from methods import AUGMENTERS
+
+    path = Path(path)
+    study, root = load_study(path)
+
+    def fail(loc, msg):
+        raise BenchError(f"{path}:{_line_of(root, loc)}: {msg}")
+
+    for i, a in enumerate(study.augmenters):
+        if a.name not in AUGMENTERS.names():
+            fail(("augmenters", i, "name"), f"unknown augmenter '{a.name}' (allowed: {', '.join(AUGMENTERS.names())})")
+    for i, a in enumerate(study.algos):
+        if a.name not in TRAINERS.names():
+            fail(("algos", i, "name"), f"unknown algo '{a.name}' (allowed: {', '.join(TRAINERS.names())})")
+    for kind, entries in (("augmenters", study.augmenters), ("algos", study.algos)):
+        labels = [e.label or e.name for e in entries]
+        for i, lab in enumerate(labels):
+            if labels.index(lab) != i:
+                fail((kind, i), f"two {kind} share the label '{lab}'; give each variant its own label")
+
+    runs: list[PlannedRun] = []
+    for di, d in enumerate(study.datasets):
+        known = d.name in data.generable() or data.is_minari_name(d.name) or data.is_ogbench_name(d.name)
+        if not known:
+            fail(("datasets", di, "name"), str(data.unknown(d.name)))
+        for task in d.tasks or [None]:
+            dataset = None
+            if load_data:
+                try:
+                    dataset = data.load(d.name, task)
+                except BenchError as e:
+                    if "has not been generated" not in str(e) and "not found" not in str(e):
+                        fail(("datasets", di), str(e))
+            for ai, a in enumerate(study.augmenters):
+                for gi, g in enumerate(study.algos):
+                    for seed in study.seeds:
+                        req = RunRequest(dataset=d.name, task=task, algo=g.name, augmenter=a.name, seed=seed,
+                                         steps=study.training.steps, eval_every=study.training.eval_every,
+                                         eval_episodes=study.evaluation.episodes, augmenter_config=a.config,
+                                         algo_config=g.config, mix=study.mix.model_dump(), device=study.device)
+                        label = f"{d.name}/{task or '-'}/{a.label or a.name}/{g.label or g.name}/{seed}"
+                        try:
+                            check_request(req)
+                        except BenchError as e:
+                            if str(e).startswith("not applicable") and study.skip_inapplicable:
+                                runs.append(PlannedRun(label, req, None, None, applicable=False))
+                                continue
+                            loc = ("algos", gi, "config") if "algo '" in str(e) else ("augmenters", ai)
+                            if str(e).startswith("not applicable"):
+                                e = BenchError(f"{e}; set skip_inapplicable: true to skip such pairs")
+                            fail(loc, str(e))
+                        rid = key = None
+                        if dataset is not None:
+                            rid = run_id(canonical_config(req, dataset))
+                            aug_cls = AUGMENTERS.get(a.name)
+                            cfg = aug_cls.config_class.from_dict(a.config).to_dict()
+                            key = cache_key(dataset, a.name, cfg, seed)
+                        runs.append(PlannedRun(label, req, rid, key))
+    return study, runs
+
+
+# ------------------------------------------------------------------------------------------ state
+def run_states(root: Path | None = None) -> dict[str, str]:
+    """run_id -> 'done' | 'failed' | 'incomplete', from one listing of results/runs (no process per run)."""
+    runs_dir = (root or results_root()) / "runs"
+    states: dict[str, str] = {}
+    if not runs_dir.exists():
+        return states
+    for entry in os.scandir(runs_dir):
+        if not entry.is_dir():
+            continue
+        names = set(os.listdir(entry.path))
+        states[entry.name] = "done" if "result.json" in names else "failed" if "error.json" in names else "incomplete"
+    return states
+
+
+def select(runs: list[PlannedRun], states: dict[str, str], force: bool, retry_failed: bool,
+           only: str | None) -> list[PlannedRun]:
+    todo = []
+    for r in runs:
+        if not r.applicable or (only and not fnmatch.fnmatch(r.label, only)):
+            continue
+        state = states.get(r.run_id or "", "pending")
+        if force or state in ("pending", "incomplete") or (state == "failed" and retry_failed):
+            todo.append(r)
+    return todo
+
+
+# ------------------------------------------------------------------------------------------ workers
+def _augment_job(req: RunRequest) -> str:
+    from bench import data
+    from bench.augment import augment
+    from methods import AUGMENTERS
+
+    ds = data.load(req.dataset, req.task)
+    cfg = AUGMENTERS.get(req.augmenter).config_class.from_dict(req.augmenter_config)
+    _, key, _ = augment(ds, req.augmenter, cfg, req.seed)
+    return key
+
+
+def _train_job(req: RunRequest, force: bool, root: str) -> tuple[str, str, str]:
+    """(status, run_id, message).  Errors are recorded in error.json, never raised to the launcher."""
+    from bench.run import plan
+
+    rid = "?"
+    try:
+        planned = plan(req)
+        rid = run_id(planned[0])
+        run_dir = Path(root) / "runs" / rid
+        (run_dir / "error.json").unlink(missing_ok=True)
+        execute(req, force=force, root=Path(root), planned=planned)
+        return "done", rid, ""
+    except BaseException as e:  # noqa: BLE001  (a failed run must never take the launcher down)
+        tb = traceback.format_exc().strip().splitlines()
+        if rid != "?":
+            write_json(Path(root) / "runs" / rid / "error.json",
+                       {"run_id": rid, "error": f"{type(e).__name__}: {e}", "last_lines": tb[-12:]})
+        return "failed", rid, f"{type(e).__name__}: {e}"
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run_local(todo: list[PlannedRun], workers: int, force: bool, progress=None, in_process: bool = False) -> dict:
+    """Stage 1: distinct augmentations; stage 2: training runs.  Returns counts and failures."""
+    root = str(results_root().resolve())
+    augs = {}
+    for r in todo:
+        if r.request.augmenter != "none":
+            augs.setdefault(r.aug_key or r.label, r.request)
+    counts = {"done": 0, "failed": 0, "augmentations": len(augs)}
+    failures: list[tuple[str, str]] = []
+    if in_process:
+        for req in augs.values():
+            _augment_job(req)
+        for r in todo:
+            status, rid, msg = _train_job(r.request, force, root)
+            counts[status] += 1
+            if status == "failed":
+                failures.append((r.label, msg))
+            if progress:
+                progress(counts, 0)
+        return {**counts, "failures": failures}
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        for fut in [pool.submit(_augment_job, req) for req in augs.values()]:
+            exc = fut.exception()
+            if exc is not None:
+                failures.append(("augmentation", f"{type(exc).__name__}: {exc}"))
+        pending = {pool.submit(_train_job, r.request, force, root): r for r in todo}
+        while pending:
+            finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                r = pending.pop(fut)
+                status, rid, msg = fut.result()
+                counts[status] += 1
+                if status == "failed":
+                    failures.append((r.label, msg))
+            if progress:
+                progress(counts, min(workers, len(pending)))
+    return {**counts, "failures": failures}
+
+
+def describe(runs: list[PlannedRun], states: dict[str, str]) -> dict[str, int]:
+    out = {"runs": 0, "done": 0, "failed": 0, "incomplete": 0, "pending": 0, "not applicable": 0}
+    for r in runs:
+        if not r.applicable:
+            out["not applicable"] += 1
+            continue
+        out["runs"] += 1
+        out[states.get(r.run_id or "", "pending")] += 1
+    return out
+
+
+def error_lines(run_id_: str, root: Path | None = None) -> list[str]:
+    import json
+
+    p = (root or results_root()) / "runs" / run_id_ / "error.json"
+    try:
+        return json.loads(p.read_text()).get("last_lines", [])[-3:]
+    except (OSError, ValueError):
+        return []
+
+
+def timed_decision(path: Path | str) -> tuple[int, float]:
+    """For the benchmark: expand a study and decide what is left; (runs, seconds)."""
+    t0 = time.perf_counter()
+    _, runs = expand(path)
+    select(runs, run_states(), False, False, None)
+    return len(runs), time.perf_counter() - t0
