@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   generate the toy maze, draw it, train IQL on it briefly (prints the picture, the score, the run)
+#   make demo   toy maze: generate, draw, train IQL, run and collect the toy smoke sweep (prints where outputs are)
 #   make test   run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -21,6 +21,8 @@ demo: $(STAMP)
 	$(VENV)/bin/bench data show toy-maze --task 1
 	$(VENV)/bin/bench run --dataset toy-maze --task 1 --algo iql --augmenter none --seed 0 \
 	    --steps 3000 --eval-every 1000 --eval-episodes 10
+	$(VENV)/bin/bench sweep sweeps/toy-smoke.yaml
+	$(VENV)/bin/bench collect sweeps/toy-smoke.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q tests

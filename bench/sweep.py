@@ -314,7 +314,10 @@ def run_local(todo: list[PlannedRun], workers: int, force: bool, progress=None, 
     failures: list[tuple[str, str]] = []
     if in_process:
         for req in augs.values():
-            _augment_job(req)
+            try:
+                _augment_job(req)
+            except Exception as e:  # the runs that need it fail (and say why) in stage 2
+                failures.append(("augmentation", f"{type(e).__name__}: {e}"))
         for r in todo:
             status, rid, msg = _train_job(r.request, force, root)
             counts[status] += 1

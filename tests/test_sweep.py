@@ -1,0 +1,170 @@
+"""Studies: validation with file and line, expansion, resumable local runs, status and collect."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench import sweep
+from bench.errors import BenchError
+
+TINY = """\
+name: tiny
+datasets:
+  - name: toy-maze
+    tasks: [1]
+augmenters:
+  - name: none
+  - name: noise
+    label: noise-small
+    config: {scale: 0.05, size: 0.2}
+algos:
+  - name: iql
+    config: {batch_size: 16, hidden_units: [32, 32]}
+seeds: [0, 1]
+training: {steps: 10}
+evaluation: {episodes: 1}
+executor: {kind: debug}
+"""
+
+
+def write(tmp_path: Path, text: str, name="study.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("edit,match", [
+    (("  - name: noise\n", "  - name: nosie\n"), r"study.yaml:7: unknown augmenter 'nosie' \(allowed: .*noise"),
+    (("seeds: [0, 1]", "seeds: [0, one]"), r"study.yaml:13: seeds.1: Input should be a valid integer"),
+    (("training: {steps: 10}", "training: {steps: 10, epochs: 3}"),
+     r"study.yaml:14: training.epochs: Extra inputs are not permitted \(allowed: steps, eval_every\)"),
+    (("batch_size: 16", "batch_sise: 16"), r"study.yaml:12: .*unknown key 'batch_sise'.*did you mean 'batch_size'"),
+    (("  - name: iql\n", "  - name: iqll\n"), r"study.yaml:11: unknown algo 'iqll'"),
+    (("name: toy-maze", "name: toy-mase"), r"study.yaml:3: unknown dataset 'toy-mase'.*did you mean toy-maze"),
+    (("tasks: [1]", "tasks: [9]"), r"study.yaml:3: --task 9.*no such task"),
+    (("training: {steps: 10}", "training: {steps: -10}"), r"study.yaml:14: training.steps: Input should be greater"),
+    (("  - name: iql\n    config: {batch_size: 16, hidden_units: [32, 32]}\n", "  - name: dt\n"),
+     r"not applicable.*skip_inapplicable: true"),
+    (("name: tiny\n", "name: tiny\nfoo: 1\n"), r"study.yaml:2: foo: Extra inputs are not permitted \(allowed: name"),
+])
+def test_study_errors_name_file_line_and_allowed(tmp_path, toy_file, results, edit, match):
+    p = write(tmp_path, TINY.replace(*edit))
+    with pytest.raises(BenchError, match=match):
+        sweep.expand(p)
+    assert not results.exists()
+
+
+def test_dry_run_submits_nothing(tmp_path, toy_file, results):
+    p = write(tmp_path, TINY)
+    res = subprocess.run([sys.executable, "-m", "bench.cli", "sweep", str(p), "--dry-run"], capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr
+    assert "4 runs" in res.stdout and "4 to run" in res.stdout and "2 augmentations" in res.stdout
+    assert not results.exists()
+
+
+def test_debug_sweep_runs_once_then_skips_then_collects(tmp_path, toy_file, results):
+    p = write(tmp_path, TINY)
+    study, runs = sweep.expand(p)
+    assert len(runs) == 4 and len({r.run_id for r in runs}) == 4
+    res = sweep.run_local(sweep.select(runs, sweep.run_states(), False, False, None), 1, False, in_process=True)
+    assert res["done"] == 4 and res["failed"] == 0 and res["augmentations"] == 2  # one per augmentation seed
+    states = sweep.run_states()
+    assert sweep.describe(runs, states)["done"] == 4
+    assert sweep.select(runs, states, False, False, None) == []
+    assert len(sweep.select(runs, states, True, False, None)) == 4
+    assert [r.label for r in sweep.select(runs, states, True, False, "*/noise-small/*/1")] == \
+        ["toy-maze/1/noise-small/iql/1"]
+    from bench.collect import collect
+
+    runs_path, curves_path, n = collect(study.name, runs)
+    frame = pd.read_parquet(runs_path)
+    assert n == 4 and len(frame) == 4
+    assert {"run_id", "score", "config.algo.config.expectile", "augmenter_label", "versions.d3rlpy"} <= set(frame)
+    assert sorted(frame["augmenter_label"].unique()) == ["noise-small", "none"]
+    curves = pd.read_parquet(curves_path)
+    assert len(curves) == 4 and set(curves["run_id"]) == set(frame["run_id"])
+
+
+def test_failed_run_is_reported_and_others_finish(tmp_path, toy_file, results):
+    from methods import AUGMENTERS
+    from methods.base import Augmenter, AugmenterConfig
+
+    class Boom(Augmenter):
+        name = "boom"
+        config_class = AugmenterConfig
+        output = "transitions"
+
+        def fit(self, dataset):
+            raise RuntimeError("the boom augmenter always fails")
+
+    AUGMENTERS._items["boom"] = Boom
+    try:
+        p = write(tmp_path, TINY.replace("  - name: noise\n    label: noise-small\n    config: {scale: 0.05, size: 0.2}\n",
+                                         "  - name: boom\n"))
+        study, runs = sweep.expand(p)
+        res = sweep.run_local(sweep.select(runs, {}, False, False, None), 1, False, in_process=True)
+        assert res["done"] == 2 and res["failed"] == 2
+        assert all("boom augmenter always fails" in msg for _, msg in res["failures"])
+        states = sweep.run_states()
+        failed = [r for r in runs if states.get(r.run_id) == "failed"]
+        assert len(failed) == 2
+        assert any("always fails" in line for line in sweep.error_lines(failed[0].run_id))
+        assert sweep.select(runs, states, False, False, None) == []
+        assert len(sweep.select(runs, states, False, True, None)) == 2
+    finally:
+        del AUGMENTERS._items["boom"]
+
+
+def _consistent(results: Path) -> tuple[int, int]:
+    """Every run that looks finished is finished: result.json implies a complete curve and a policy."""
+    done = incomplete = 0
+    for d in (results / "runs").iterdir() if (results / "runs").exists() else []:
+        if (d / "result.json").exists():
+            result = json.loads((d / "result.json").read_text())
+            assert result["grad_steps"] == result["config"]["steps"]
+            rows = (d / "curve.csv").read_text().strip().splitlines()
+            assert len(rows) == 1 + result["config"]["steps"] // result["config"]["eval_every"]
+            assert (d / "policy.d3").stat().st_size > 0
+            done += 1
+        else:
+            incomplete += 1
+    return done, incomplete
+
+
+def test_random_kills_never_leave_a_fake_finished_run(tmp_path, toy_file, results):
+    text = TINY.replace("seeds: [0, 1]", "seeds: [0, 1, 2]").replace("training: {steps: 10}",
+                                                                     "training: {steps: 40, eval_every: 10}")
+    p = write(tmp_path, text.replace("kind: debug", "kind: local, workers: 2"))
+    cmd = [sys.executable, "-m", "bench.cli", "sweep", str(p)]
+    rng = random.Random(0)
+    for attempt in range(4):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(rng.uniform(3.0, 12.0))
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its workers, at a random moment
+        proc.wait()
+        _consistent(results)
+    before, _ = _consistent(results)
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    after, incomplete = _consistent(results)
+    assert after == 6 and incomplete == 0
+    assert f"{6 - before} runs done" in res.stdout  # exactly the missing work
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "sweeps").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_shipped_study_files_validate(path, results, toy_file):
+    study, runs = sweep.expand(path, load_data=False)
+    assert study.name == path.stem and runs
+    assert all(r.applicable or r.request.algo == "dt" for r in runs)
