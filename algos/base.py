@@ -75,6 +75,13 @@ class Trainer:
     def save(self, path: Path) -> None:
         raise NotImplementedError
 
+    def save_checkpoint(self, path: Path) -> None:
+        """Weights and optimizer state, enough to go on training exactly where it stopped."""
+        raise NotImplementedError
+
+    def load_checkpoint(self, path: Path, grad_steps: int) -> None:
+        raise NotImplementedError
+
 
 class D3rlpyTrainer(Trainer):
     """Shared adapter: subclasses only say how to make the d3rlpy config."""
@@ -109,3 +116,11 @@ class D3rlpyTrainer(Trainer):
 
     def save(self, path: Path) -> None:
         self.algo.save(str(path))
+
+    def save_checkpoint(self, path: Path) -> None:
+        self.algo.save_model(str(path))  # modules, optimizers and learning-rate schedulers
+
+    def load_checkpoint(self, path: Path, grad_steps: int) -> None:
+        self.algo.load_model(str(path))
+        self.algo.set_grad_step(grad_steps)  # periodic updates (targets, delayed actor) keep their phase
+        self.grad_steps = grad_steps

@@ -4,6 +4,8 @@ Files (each written atomically; `result.json` last, so its presence means the ru
     config.json   the full canonical config (dataset hash, resolved augmenter/trainer/mixing configs, seed, steps)
     curve.csv     step, score, success_rate, return, wall seconds: one row per evaluation
     policy.d3     the trained policy (d3rlpy's save format)
+    checkpoint.pt (+ checkpoint-<step>.model) while training: step, curve, RNG states and weights/optimizers,
+                  saved after every evaluation; a run that is started again resumes there (then they go)
     result.json   final score, mean of the last three evaluations, wall time, gradient steps/s, device,
                   package versions, git commit and whether the tree was dirty
 `run_id` hashes the canonical config, so the same run is recognised later and not repeated unless forced.
@@ -23,7 +25,9 @@ from typing import Callable
 
 from bench import provenance
 from bench.errors import BenchError
-from bench.io import ensure_dir, write_bytes, write_json
+import numpy as np
+
+from bench.io import atomic_open, ensure_dir, write_bytes, write_json
 
 
 @dataclass
@@ -124,6 +128,50 @@ def _write_curve(path: Path, rows: list[dict]) -> None:
     write_bytes(path, buf.getvalue().encode())
 
 
+def _save_checkpoint(run_dir: Path, trainer, step: int, curve: list, train_seconds: float) -> None:
+    """Model file first (named by its step), then the state that points at it, both atomic; older models go.
+    A kill at any moment leaves either the previous consistent checkpoint or the new one."""
+    import random
+
+    import torch
+
+    model = run_dir / f"checkpoint-{step}.model"
+    tmp = run_dir / f".checkpoint-{step}.model.tmp"
+    trainer.save_checkpoint(tmp)
+    os.replace(tmp, model)
+    state = {"step": step, "model": model.name, "curve": curve, "train_seconds": train_seconds,
+             "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
+    with atomic_open(run_dir / "checkpoint.pt", "wb") as f:
+        torch.save(state, f)
+    for old in run_dir.glob("checkpoint-*.model"):
+        if old.name != model.name:
+            old.unlink(missing_ok=True)
+
+
+def _load_checkpoint(run_dir: Path, trainer):
+    import random
+
+    import torch
+
+    path = run_dir / "checkpoint.pt"
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, weights_only=False)
+        trainer.load_checkpoint(run_dir / state["model"], state["step"])
+    except Exception:  # an unreadable checkpoint: start again from step 0
+        return None
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    return state["step"], state["curve"], state["train_seconds"]
+
+
+def _drop_checkpoints(run_dir: Path) -> None:
+    for p in [run_dir / "checkpoint.pt", *run_dir.glob("checkpoint-*.model")]:
+        p.unlink(missing_ok=True)
+
+
 def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, dict | None], None] | None = None,
             root: Path | None = None, planned: tuple | None = None) -> tuple[Path, dict]:
     """Do the run (or find it done); returns (run directory, result).  `planned` is `plan(req)` if the caller
@@ -149,8 +197,14 @@ def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, 
     trainer = algo_cls(algo_cfg, seed=req.seed, device=device)
     trainer.build(ref_buffer, dataset)
     every = config["eval_every"]
-    curve, train_seconds = [], 0.0
-    for step in range(every, req.steps + 1, every):
+    curve, train_seconds, start = [], 0.0, 0
+    if force:
+        _drop_checkpoints(run_dir)
+    else:
+        resumed = _load_checkpoint(run_dir, trainer)
+        if resumed:
+            start, curve, train_seconds = resumed
+    for step in range(start + every, req.steps + 1, every):
         t0 = time.perf_counter()
         trainer.train(train_buffer, every)
         train_seconds += time.perf_counter() - t0
@@ -158,6 +212,8 @@ def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, 
         curve.append({"step": step, "score": round(ev["score"], 6), "success_rate": round(ev["success_rate"], 6),
                       "return": round(ev["return"], 6), "wall_s": round(time.perf_counter() - t_start, 3)})
         _write_curve(run_dir / "curve.csv", curve)
+        if step < req.steps:
+            _save_checkpoint(run_dir, trainer, step, curve, train_seconds)
         if progress:
             progress(step, req.steps, curve[-1])
     if trainer.grad_steps != req.steps:
@@ -165,6 +221,7 @@ def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, 
     tmp = run_dir / ".policy.d3.tmp"
     trainer.save(tmp)
     os.replace(tmp, run_dir / "policy.d3")
+    _drop_checkpoints(run_dir)
     last3 = [r["score"] for r in curve[-3:]]
     result = {
         "run_id": rid,
@@ -175,6 +232,7 @@ def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, 
         "score_last3_mean": sum(last3) / len(last3),
         "metric": "success rate (%)" if dataset.meta.source == "ogbench" else "normalized score (x100)",
         "grad_steps": trainer.grad_steps,
+        "resumed_from_step": start,
         "grad_steps_per_s": trainer.grad_steps / train_seconds if train_seconds > 0 else None,
         "wall_s": time.perf_counter() - t_start,
         "augmentation": {"cache_key": aug_key, "from_cache": from_cache,

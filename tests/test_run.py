@@ -267,3 +267,32 @@ def test_minari_run_reports_d4rl_normalised_score(minari_dataset, results):
     row = (run_dir / "curve.csv").read_text().splitlines()[1].split(",")
     ret, score = float(row[3]), float(row[1])
     assert score == pytest.approx(100 * (ret - (-20.0)) / (3000.0 - (-20.0)), abs=1e-4)
+
+
+@pytest.mark.parametrize("algo", ["iql", "td3bc"])
+def test_interrupted_run_resumes_from_its_checkpoint_with_the_same_result(algo, toy_file, results):
+    from bench.d3 import d3rlpy
+    from bench import data
+
+    obs = np.asarray(data.load("toy-maze", 1).observations[:64])
+    r = req(algo=algo, steps=60, eval_every=20)
+    full_dir, full = execute(r)
+    reference = d3rlpy.load_learnable(str(full_dir / "policy.d3"), device="cpu:0").predict(obs)
+    full_curve = [row.split(",")[:4] for row in (full_dir / "curve.csv").read_text().splitlines()]
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_40(step, total, row):
+        if step == 40:
+            raise Killed()
+
+    with pytest.raises(Killed):
+        execute(r, force=True, progress=kill_at_40)
+    assert not (full_dir / "result.json").exists() and (full_dir / "checkpoint.pt").exists()
+    _, resumed = execute(r)
+    assert resumed["resumed_from_step"] == 40 and resumed["grad_steps"] == 60
+    assert [row.split(",")[:4] for row in (full_dir / "curve.csv").read_text().splitlines()] == full_curve
+    np.testing.assert_array_equal(
+        d3rlpy.load_learnable(str(full_dir / "policy.d3"), device="cpu:0").predict(obs), reference)
+    assert not (full_dir / "checkpoint.pt").exists() and not list(full_dir.glob("checkpoint-*.model"))
