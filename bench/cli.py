@@ -253,7 +253,7 @@ def _ensure_datasets(runs) -> None:
 def sweep_cmd(
     file: Path = typer.Argument(..., help="Study file (sweeps/NAME.yaml)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded grid and what is done; run nothing."),
-    executor: Optional[str] = typer.Option(None, help="Override the file's executor: local or debug."),
+    executor: Optional[str] = typer.Option(None, help="Override the file's executor: local, debug or slurm."),
     workers: Optional[int] = typer.Option(None, help="Override the local executor's parallel workers."),
     force: bool = typer.Option(False, help="Run every run again, finished or not."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Also run the runs that failed before."),
@@ -265,8 +265,8 @@ def sweep_cmd(
 
     study, runs = sweep.expand(file)
     kind = executor or study.executor.kind
-    if kind not in ("local", "debug"):
-        raise BenchError(f"--executor: '{kind}' is not available yet (local, debug)")
+    if kind not in ("local", "debug", "slurm"):
+        raise BenchError(f"--executor: '{kind}' is not one of local, debug, slurm")
     n_workers = workers or study.executor.workers
     if n_workers < 1:
         raise BenchError(f"--workers: must be at least 1, got {n_workers}")
@@ -301,7 +301,10 @@ def sweep_cmd(
             prog.update(bar, completed=c["done"] + c["failed"],
                         state=f"done {c['done']} running {running} failed {c['failed']}")
 
-        res = sweep.run_local(todo, n_workers, force, progress=report, in_process=kind == "debug")
+        if kind == "slurm":
+            res = sweep.run_slurm(study, todo, force, progress=report)
+        else:
+            res = sweep.run_local(todo, n_workers, force, progress=report, in_process=kind == "debug")
     out.print(f"{study.name}: {res['done']} runs done, {res['failed']} failed, {res['augmentations']} augmentations")
     for label, msg in res["failures"]:
         out.print(f"  failed {label}: {msg}", highlight=False, soft_wrap=True)

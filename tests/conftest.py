@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -106,3 +107,26 @@ def minari_dataset(tmp_path, monkeypatch):
                             description="test data", ref_min_score=-20.0, ref_max_score=3000.0)
     env.close()
     return minari.load_dataset(MINARI_ID)
+
+
+def slurm_available() -> str | None:
+    """None when a SLURM cluster answers here, else the reason it does not."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("sinfo"):
+        return "no SLURM client (sinfo) on PATH; start one with `.ci/slurm.sh start` (root, Debian packages)"
+    res = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True)
+    if res.returncode != 0 or not res.stdout.strip():
+        return f"no SLURM controller answers (`.ci/slurm.sh start` starts one): {res.stderr.strip()[:120]}"
+    return None
+
+
+@pytest.fixture
+def slurm_cluster():
+    reason = slurm_available()
+    if reason:
+        if os.environ.get("AUGBENCH_REQUIRE_SLURM"):
+            pytest.fail(f"real SLURM required here (AUGBENCH_REQUIRE_SLURM is set) but {reason}")
+        print(f"skipping: {reason}")
+        pytest.skip(reason)

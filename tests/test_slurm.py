@@ -1,0 +1,125 @@
+"""`bench sweep --executor slurm` against a real single-node SLURM cluster (`.ci/slurm.sh start`).
+
+Where no cluster answers, these skip with the reason printed, unless AUGBENCH_REQUIRE_SLURM is set (CI sets it,
+so there a skipped real-SLURM test is a failure)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import sweep
+
+STUDY = """\
+name: {name}
+datasets:
+  - {{name: toy-maze, tasks: [1]}}
+augmenters:
+{augmenters}
+algos:
+  - name: iql
+    config: {{batch_size: 16, hidden_units: [32, 32]}}
+seeds: {seeds}
+training: {{steps: {steps}, eval_every: {every}}}
+evaluation: {{episodes: 1}}
+executor:
+  kind: slurm
+  slurm: {{cpus_per_task: 1, mem_gb: 1, timeout_min: 15, array_parallelism: 2}}
+"""
+
+
+def study(tmp_path, name="slurm-toy", augmenters="  - name: none", seeds="[0, 1]", steps=20, every=10) -> Path:
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(STUDY.format(name=name, augmenters=augmenters, seeds=seeds, steps=steps, every=every))
+    return p
+
+
+def bench(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+def squeue() -> list[tuple[str, str]]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True).stdout
+    return [tuple(line.split()) for line in out.strip().splitlines() if line.strip()]
+
+
+def wait_until(predicate, timeout: float, what: str):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def plugin_path(tmp_path: Path) -> Path:
+    """A third-party augmenter that always fails, registered through an entry point (a dist-info on PYTHONPATH)."""
+    site = tmp_path / "plugins"
+    (site / "boom_aug-0.1.dist-info").mkdir(parents=True)
+    (site / "boom_aug-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: boom-aug\nVersion: 0.1\n")
+    (site / "boom_aug-0.1.dist-info" / "entry_points.txt").write_text("[augbench.augmenters]\nboom = boom_aug:Boom\n")
+    (site / "boom_aug.py").write_text(
+        "from methods.base import Augmenter, AugmenterConfig\n\n"
+        "class Boom(Augmenter):\n"
+        "    name = 'boom'\n    config_class = AugmenterConfig\n    output = 'transitions'\n\n"
+        "    def fit(self, dataset):\n        raise RuntimeError('boom: this augmenter always fails')\n")
+    return site
+
+
+def test_sweep_through_sbatch_arrays_with_a_failing_task(slurm_cluster, tmp_path, toy_file, results):
+    site = plugin_path(tmp_path)
+    env = {"PYTHONPATH": str(site)}
+    p = study(tmp_path, augmenters="  - name: none\n  - name: boom", seeds="[0]")
+    res = bench("sweep", str(p), env=env, timeout=600)
+    assert res.returncode == 1, res.stdout + res.stderr  # a failure is reported, and the exit code says so
+    assert "1 runs done, 1 failed" in res.stdout
+    assert "boom: this augmenter always fails" in res.stdout and "log " in res.stdout
+    status = bench("status", str(p), env=env)
+    assert "done 1" in status.stdout and "failed 1" in status.stdout and "always fails" in status.stdout
+    accounting = subprocess.run(["sacct", "-X", "-n", "-o", "JobName%30,State"], capture_output=True, text=True)
+    assert "augbench-slurm-toy" in accounting.stdout  # real sbatch jobs, recorded by real accounting
+
+
+def test_scancel_then_rerun_completes_only_the_missing_work(slurm_cluster, tmp_path, toy_file, results):
+    p = study(tmp_path, name="slurm-cancel", steps=400, every=100)
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(p)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    running = wait_until(lambda: [j for j, state in squeue() if state == "RUNNING"], 240, "a running task")
+    victim = running[0]
+    subprocess.run(["scancel", victim], check=True)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, out + err
+    assert "1 runs done, 1 failed" in out and "UncompletedJobError" in out, out
+    _, runs = sweep.expand(p)
+    states = sweep.run_states()
+    assert sorted(states.get(r.run_id, "pending") for r in runs) in (["done", "incomplete"], ["done", "failed"])
+    again = bench("sweep", str(p), timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 runs done, 0 failed" in again.stdout  # exactly the missing run
+    assert all(sweep.run_states()[r.run_id] == "done" for r in runs)
+
+
+def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, toy_file, results):
+    p = study(tmp_path, name="slurm-requeue", seeds="[0]", steps=800, every=100)
+    _, runs = sweep.expand(p)
+    run_dir = results / "runs" / runs[0].run_id
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(p)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: (run_dir / "checkpoint.pt").exists(), 300, "the first checkpoint")
+    job = wait_until(lambda: [j for j, state in squeue() if state == "RUNNING"], 60, "the running task")[0]
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out + err
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["grad_steps"] == 800
+    assert 100 <= result["resumed_from_step"] < 800  # resumed from a checkpoint, not from step 0
+    rows = (run_dir / "curve.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == [str(s) for s in range(100, 801, 100)]
