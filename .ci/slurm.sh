@@ -150,6 +150,8 @@ stop() {
   scancel --full --user=root >/dev/null 2>&1 || true
   for _ in $(seq 1 40); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 0.5; done
   tac "$D/pids" | while read -r name pid; do
+    # only the process start recorded, not whatever reused its PID since
+    [ "$(ps -p "$pid" -o comm= 2>/dev/null)" = "$name" ] || continue
     kill -TERM "$pid" 2>/dev/null || continue
     for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     kill -KILL "$pid" 2>/dev/null || true

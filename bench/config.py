@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import typing
 from typing import Any, Literal, get_args, get_origin
 
@@ -64,6 +65,11 @@ def _check_type(where: str, key: str, value: Any, tp: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 @dataclasses.dataclass
 class Config:
     """Base for augmenter and trainer configs."""
@@ -75,7 +81,7 @@ class Config:
     def from_dict(cls, data: dict[str, Any] | None, where: str | None = None):
         where = where or cls.__name__
         data = dict(data or {})
-        hints = typing.get_type_hints(cls)
+        hints = _hints(cls)
         names = [f.name for f in dataclasses.fields(cls)]
         kwargs = {}
         for key, value in data.items():

@@ -84,9 +84,10 @@ def check_request(req: RunRequest):
     return every, aug_cfg, algo_cls, algo_cfg, mix
 
 
-def canonical_config(req: RunRequest, dataset, device: str | None = None) -> dict:
-    """The run's full canonical config; its hash is the run id."""
-    every, aug_cfg, _, algo_cfg, mix = check_request(req)
+def canonical_config(req: RunRequest, dataset, device: str | None = None, resolved: tuple | None = None) -> dict:
+    """The run's full canonical config; its hash is the run id.  `resolved` is `check_request(req)` when the
+    caller has it already (a sweep resolves each augmenter and algo entry once, not once per run)."""
+    every, aug_cfg, _, algo_cfg, mix = resolved or check_request(req)
     device = device or provenance.resolve_device(req.device)
     return {
         "dataset": {"name": req.dataset, "task": req.task, "content_hash": dataset.meta.content_hash,
@@ -107,12 +108,13 @@ def plan(req: RunRequest, dataset=None):
     from bench import data
     from bench.evaluate import check_evaluable
 
-    _, aug_cfg, algo_cls, algo_cfg, mix = check_request(req)
+    resolved = check_request(req)
+    _, aug_cfg, algo_cls, algo_cfg, mix = resolved
     if dataset is None:
         dataset = data.load(req.dataset, req.task)
     check_evaluable(dataset.meta)
     device = provenance.resolve_device(req.device)
-    config = canonical_config(req, dataset, device)
+    config = canonical_config(req, dataset, device, resolved)
     return config, dataset, aug_cfg, algo_cls, algo_cfg, mix, device
 
 

@@ -197,6 +197,29 @@ def expand(path: Path | str, load_data: bool = True) -> tuple[Study, list[Planne
             if labels.index(lab) != i:
                 fail((kind, i), f"two {kind} share the label '{lab}'; give each variant its own label")
 
+    from bench.provenance import resolve_device
+
+    device = resolve_device(study.device)
+    # Resolve each augmenter x algo pair once (configs, presets, applicability); runs differ only by data and seed.
+    pairs: dict[tuple[int, int], tuple | BenchError] = {}
+    aug_dicts: dict[int, dict] = {}
+    for ai, a in enumerate(study.augmenters):
+        for gi, g in enumerate(study.algos):
+            req = RunRequest(dataset="-", algo=g.name, augmenter=a.name, steps=study.training.steps,
+                             eval_every=study.training.eval_every, eval_episodes=study.evaluation.episodes,
+                             augmenter_config=a.config, algo_config=g.config, mix=study.mix.model_dump(),
+                             device=study.device)
+            try:
+                pairs[ai, gi] = check_request(req)
+                aug_dicts[ai] = pairs[ai, gi][1].to_dict()
+            except BenchError as e:
+                if not (str(e).startswith("not applicable") and study.skip_inapplicable):
+                    loc = ("algos", gi, "config") if "algo '" in str(e) else ("augmenters", ai)
+                    if str(e).startswith("not applicable"):
+                        e = BenchError(f"{e}; set skip_inapplicable: true to skip such pairs")
+                    fail(loc, str(e))
+                pairs[ai, gi] = e
+
     runs: list[PlannedRun] = []
     for di, d in enumerate(study.datasets):
         known = d.name in data.generable() or data.is_minari_name(d.name) or data.is_ogbench_name(d.name)
@@ -212,28 +235,20 @@ def expand(path: Path | str, load_data: bool = True) -> tuple[Study, list[Planne
                         fail(("datasets", di), str(e))
             for ai, a in enumerate(study.augmenters):
                 for gi, g in enumerate(study.algos):
+                    resolved = pairs[ai, gi]
                     for seed in study.seeds:
                         req = RunRequest(dataset=d.name, task=task, algo=g.name, augmenter=a.name, seed=seed,
                                          steps=study.training.steps, eval_every=study.training.eval_every,
                                          eval_episodes=study.evaluation.episodes, augmenter_config=a.config,
                                          algo_config=g.config, mix=study.mix.model_dump(), device=study.device)
                         label = f"{d.name}/{task or '-'}/{a.label or a.name}/{g.label or g.name}/{seed}"
-                        try:
-                            check_request(req)
-                        except BenchError as e:
-                            if str(e).startswith("not applicable") and study.skip_inapplicable:
-                                runs.append(PlannedRun(label, req, None, None, applicable=False))
-                                continue
-                            loc = ("algos", gi, "config") if "algo '" in str(e) else ("augmenters", ai)
-                            if str(e).startswith("not applicable"):
-                                e = BenchError(f"{e}; set skip_inapplicable: true to skip such pairs")
-                            fail(loc, str(e))
+                        if isinstance(resolved, BenchError):
+                            runs.append(PlannedRun(label, req, None, None, applicable=False))
+                            continue
                         rid = key = None
                         if dataset is not None:
-                            rid = run_id(canonical_config(req, dataset))
-                            aug_cls = AUGMENTERS.get(a.name)
-                            cfg = aug_cls.config_class.from_dict(a.config).to_dict()
-                            key = cache_key(dataset, a.name, cfg, seed)
+                            rid = run_id(canonical_config(req, dataset, device, resolved))
+                            key = cache_key(dataset, a.name, aug_dicts[ai], seed)
                         runs.append(PlannedRun(label, req, rid, key))
     return study, runs
 
