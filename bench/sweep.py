@@ -452,24 +452,36 @@ def _log_tail(job, n: int = 3) -> str:
     return " | ".join(text[-n:])
 
 
-def run_slurm(study: Study, todo: list[PlannedRun], force: bool, progress=None, poll_s: float = 1.0) -> dict:
-    """Stage 1 as one array (the launcher waits for it), stage 2 as arrays of packed runs; every task is
-    collected, failed or cancelled ones with their log path and last lines, and none can hang the launcher."""
-    import submitit
-
-    root = results_root().resolve()
-    if force:
-        _clear(todo, root)
+def slurm_parameters(study: Study) -> dict:
+    """submitit parameters from the study's `executor.slurm` block."""
     s = study.executor.slurm
-    executor = submitit.AutoExecutor(folder=root / "slurm" / study.name / "%j", cluster="slurm")
-    params = dict(timeout_min=s.timeout_min, slurm_array_parallelism=s.array_parallelism, cpus_per_task=s.cpus_per_task,
-                  mem_gb=s.mem_gb, name=f"augbench-{study.name}", slurm_additional_parameters=dict(s.additional))
+    params = dict(timeout_min=s.timeout_min, slurm_array_parallelism=s.array_parallelism,
+                  cpus_per_task=s.cpus_per_task, mem_gb=s.mem_gb, name=f"augbench-{study.name}",
+                  slurm_additional_parameters=dict(s.additional))
     if s.gpus_per_node:
         params["gpus_per_node"] = s.gpus_per_node
     for key in ("partition", "qos", "account"):
         if getattr(s, key):
             params[f"slurm_{key}"] = getattr(s, key)
-    executor.update_parameters(**params)
+    return params
+
+
+def make_executor(study: Study, folder: Path, cluster: str = "slurm"):
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    executor.update_parameters(**slurm_parameters(study))
+    return executor
+
+
+def run_slurm(study: Study, todo: list[PlannedRun], force: bool, progress=None, poll_s: float = 1.0) -> dict:
+    """Stage 1 as one array (the launcher waits for it), stage 2 as arrays of packed runs; every task is
+    collected, failed or cancelled ones with their log path and last lines, and none can hang the launcher."""
+    root = results_root().resolve()
+    if force:
+        _clear(todo, root)
+    s = study.executor.slurm
+    executor = make_executor(study, root / "slurm" / study.name / "%j")
     counts = {"done": 0, "failed": 0, "augmentations": 0}
     failures: list[tuple[str, str]] = []
 

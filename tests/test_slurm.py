@@ -123,3 +123,20 @@ def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, toy_
     assert 100 <= result["resumed_from_step"] < 800  # resumed from a checkpoint, not from step 0
     rows = (run_dir / "curve.csv").read_text().strip().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == [str(s) for s in range(100, 801, 100)]
+
+
+def test_generated_sbatch_script_carries_the_study_resources(tmp_path, toy_file, results):
+    """Runs everywhere (no cluster needed): the sbatch text submitit writes from a study's executor block."""
+    p = study(tmp_path, name="resources")
+    p.write_text(p.read_text().replace(
+        "slurm: {cpus_per_task: 1, mem_gb: 1, timeout_min: 15, array_parallelism: 2}",
+        "slurm: {partition: gpu, qos: high, account: lab, gpus_per_node: 1, cpus_per_task: 6, mem_gb: 24, "
+        "timeout_min: 90, array_parallelism: 16, additional: {constraint: h100}}"))
+    st, _ = sweep.expand(p)
+    ex = sweep.make_executor(st, tmp_path / "logs")._executor  # submitit's SlurmExecutor behind AutoExecutor
+    ex.parameters["map_count"] = 40
+    text = ex._make_submission_file_text("python -m something", "uid")
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --qos=high", "#SBATCH --account=lab", "#SBATCH --gpus-per-node=1",
+                 "#SBATCH --cpus-per-task=6", "#SBATCH --mem=24GB", "#SBATCH --time=90", "#SBATCH --array=0-39%16",
+                 "#SBATCH --constraint=h100", "#SBATCH --job-name=augbench-resources"):
+        assert line in text, line

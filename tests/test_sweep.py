@@ -168,3 +168,54 @@ def test_shipped_study_files_validate(path, results, toy_file):
     study, runs = sweep.expand(path, load_data=False)
     assert study.name == path.stem and runs
     assert all(r.applicable or r.request.algo == "dt" for r in runs)
+
+
+SLOW_AUG = """
+import os, time
+import numpy as np
+from methods.base import Augmenter, AugmenterConfig
+
+class Slow(Augmenter):
+    name = 'slow'
+    config_class = AugmenterConfig
+    output = 'transitions'
+
+    def fit(self, dataset):
+        with open(os.environ['SLOW_COUNT'], 'a') as f:
+            f.write(f'{os.getpid()}\\n')
+        time.sleep(float(os.environ.get('SLOW_SECONDS', '3')))
+        self.data = dataset
+
+    def generate(self):
+        rows = np.arange(10)
+        return self.transitions(self.data, rows, self.data.observations[rows], self.data.next_observations[rows])
+"""
+
+AUGMENT = ("from bench import data; from bench.augment import augment; from methods import AUGMENTERS; "
+           "ds = data.load('toy-maze', 1); augment(ds, 'slow', AUGMENTERS.get('slow').config_class(), 0)")
+
+
+def test_one_generation_per_augmentation_even_after_a_killed_holder(tmp_path, toy_file):
+    site = tmp_path / "plugins"
+    (site / "slow_aug-0.1.dist-info").mkdir(parents=True)
+    (site / "slow_aug-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: slow-aug\nVersion: 0.1\n")
+    (site / "slow_aug-0.1.dist-info" / "entry_points.txt").write_text("[augbench.augmenters]\nslow = slow_aug:Slow\n")
+    (site / "slow_aug.py").write_text(SLOW_AUG)
+    count = tmp_path / "count"
+    env = {**os.environ, "PYTHONPATH": str(site), "SLOW_COUNT": str(count), "SLOW_SECONDS": "4"}
+    holder = subprocess.Popen([sys.executable, "-c", AUGMENT], env=env)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (count.exists() and count.read_text().strip()):
+        time.sleep(0.1)
+    holder.kill()  # SIGKILL while it holds the lock and generates
+    holder.wait()
+    racers = [subprocess.Popen([sys.executable, "-c", AUGMENT], env={**env, "SLOW_SECONDS": "1"}) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in racers] == [0, 0]
+    pids = count.read_text().split()
+    assert len(pids) == 2 and pids[0] == str(holder.pid)  # the killed attempt, then exactly one generation
+    from bench.augment import cache_key, cache_path
+    from bench import data
+    from bench.dataset import load
+
+    generated = load(cache_path(cache_key(data.load("toy-maze", 1), "slow", {}, 0)))
+    assert len(generated) == 10
