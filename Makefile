@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(VENV)/bin/bench collect sweeps/toy-smoke.yaml
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -q -rs tests
+	$(PY) -m pytest -n 2 --dist loadgroup -q -rs tests
 
 bench-data: $(STAMP)
 	$(PY) benchmarks/data_speed.py

@@ -16,6 +16,8 @@ import pytest
 
 from bench import sweep
 
+pytestmark = pytest.mark.xdist_group("slurm")  # one worker runs them in order: they share the cluster
+
 STUDY = """\
 name: {name}
 datasets:
@@ -45,8 +47,10 @@ def bench(*args, env=None, **kw):
                           env={**os.environ, **(env or {})}, **kw)
 
 
-def squeue() -> list[tuple[str, str]]:
-    out = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True).stdout
+def squeue(study_name: str) -> list[tuple[str, str]]:
+    """(job id, state) of this study's jobs only."""
+    out = subprocess.run(["squeue", "-h", "-n", f"augbench-{study_name}", "-o", "%i %T"], capture_output=True,
+                         text=True).stdout
     return [tuple(line.split()) for line in out.strip().splitlines() if line.strip()]
 
 
@@ -92,7 +96,8 @@ def test_scancel_then_rerun_completes_only_the_missing_work(slurm_cluster, tmp_p
     p = study(tmp_path, name="slurm-cancel", steps=400, every=100)
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(p)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    running = wait_until(lambda: [j for j, state in squeue() if state == "RUNNING"], 240, "a running task")
+    running = wait_until(lambda: [j for j, state in squeue("slurm-cancel") if state == "RUNNING"], 240,
+                         "a running task")
     victim = running[0]
     subprocess.run(["scancel", victim], check=True)
     out, err = proc.communicate(timeout=600)
@@ -114,7 +119,8 @@ def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, toy_
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(p)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     wait_until(lambda: (run_dir / "checkpoint.pt").exists(), 300, "the first checkpoint")
-    job = wait_until(lambda: [j for j, state in squeue() if state == "RUNNING"], 60, "the running task")[0]
+    job = wait_until(lambda: [j for j, state in squeue("slurm-requeue") if state == "RUNNING"], 60,
+                     "the running task")[0]
     subprocess.run(["scontrol", "requeue", job], check=True)
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, out + err
