@@ -146,3 +146,15 @@ def test_generated_sbatch_script_carries_the_study_resources(tmp_path, toy_file,
                  "#SBATCH --cpus-per-task=6", "#SBATCH --mem=24GB", "#SBATCH --time=90", "#SBATCH --array=0-39%16",
                  "#SBATCH --constraint=h100", "#SBATCH --job-name=augbench-resources"):
         assert line in text, line
+
+
+def test_packed_runs_share_jobs(slurm_cluster, tmp_path, toy_file, results):
+    p = study(tmp_path, name="slurm-packed", seeds="[0, 1, 2, 3]")
+    p.write_text(p.read_text().replace("array_parallelism: 2}", "array_parallelism: 2, runs_per_job: 2}"))
+    res = bench("sweep", str(p), timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "4 runs done, 0 failed" in res.stdout
+    tasks = wait_until(lambda: [line for line in subprocess.run(
+        ["sacct", "-X", "-n", "--name", "augbench-slurm-packed", "-o", "JobID%20,State"], capture_output=True,
+        text=True).stdout.splitlines() if "COMPLETED" in line], 30, "accounting records")
+    assert len(tasks) == 2  # 4 runs in 2 array tasks
