@@ -327,7 +327,8 @@ def status_cmd(file: Path = typer.Argument(..., help="Study file.")):
     keys = {r.aug_key for r in runs if r.applicable and r.request.augmenter != "none" and r.aug_key}
     done_augs = sum(cache_path(k).exists() for k in keys)
     out.print(f"{study.name}: augmentation {done_augs}/{len(keys)} done; training " +
-              ", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False, soft_wrap=True)
+              ", ".join(f"{k} {v}" for k, v in counts.items()) + " (incomplete = running now, or interrupted "
+              "and resumable from its checkpoint)", highlight=False, soft_wrap=True)
     for r in runs:
         if r.run_id and states.get(r.run_id) == "failed":
             out.print(f"  failed {r.label} ({r.run_id}):", highlight=False, soft_wrap=True)
