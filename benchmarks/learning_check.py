@@ -36,7 +36,7 @@ def main() -> None:
     result = json.loads((run_dir / "result.json").read_text())
     with open(run_dir / "curve.csv") as f:
         curve = list(csv.DictReader(f))
-    shown = " ".join(c for c in cmd[2:])
+    shown = " ".join(c for c in cmd[3:])
     lines = [
         "# Learning check: IQL on pointmaze-medium-navigate-v0, singletask task 1 (CPU)",
         "",
