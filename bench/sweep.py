@@ -394,6 +394,19 @@ def timed_decision(path: Path | str) -> tuple[int, float]:
 
 
 # ------------------------------------------------------------------------------------------ SLURM
+def slurm_available() -> str | None:
+    """None when a SLURM controller answers here, else the reason it does not."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("sinfo"):
+        return "no SLURM client (sinfo) on PATH; start a cluster with `.ci/slurm.sh start` (root, Debian packages)"
+    res = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True)
+    if res.returncode != 0 or not res.stdout.strip():
+        return f"no SLURM controller answers (`.ci/slurm.sh start` starts one): {res.stderr.strip()[:120]}"
+    return None
+
+
 def _clear(todo: list[PlannedRun], root: Path) -> None:
     """--force on a cluster: drop the old results first, so a requeued job resumes instead of restarting."""
     import shutil

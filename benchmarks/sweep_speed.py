@@ -126,7 +126,7 @@ def main() -> None:
                  cold, warm, "cold process vs warm"))
 
     # 3. packed vs one run per job on SLURM
-    from tests.conftest import slurm_available
+    from bench.sweep import slurm_available
 
     reason = slurm_available()
     if reason is None:

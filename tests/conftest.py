@@ -109,17 +109,7 @@ def minari_dataset(tmp_path, monkeypatch):
     return minari.load_dataset(MINARI_ID)
 
 
-def slurm_available() -> str | None:
-    """None when a SLURM cluster answers here, else the reason it does not."""
-    import shutil
-    import subprocess
-
-    if not shutil.which("sinfo"):
-        return "no SLURM client (sinfo) on PATH; start one with `.ci/slurm.sh start` (root, Debian packages)"
-    res = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True)
-    if res.returncode != 0 or not res.stdout.strip():
-        return f"no SLURM controller answers (`.ci/slurm.sh start` starts one): {res.stderr.strip()[:120]}"
-    return None
+from bench.sweep import slurm_available  # noqa: E402
 
 
 @pytest.fixture
