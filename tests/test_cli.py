@@ -188,7 +188,9 @@ def test_interrupted_make_leaves_no_complete_file_and_rerun_completes(tmp_path):
     env = {**os.environ, "AUGBENCH_CACHE": str(tmp_path / "cache")}
     target = tmp_path / "cache" / "datasets" / "toy-maze.npz"
     for delay in (1.0, 3.0):
-        proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "data", "make", "toy-maze", "--force"],
+        # 3000 episodes take far longer than the kill delay on any machine: always killed mid-generation
+        proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "data", "make", "toy-maze", "--force",
+                                 "--episodes", "3000"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
