@@ -1,5 +1,6 @@
 """Consolidate a study's finished runs into one parquet table (one row per run, the config flattened into
-columns) and a companion table of curves (one row per evaluation), both readable by pandas and DuckDB."""
+columns; pairs that do not apply, such as DT x a transitions augmenter, as rows with status 'not applicable')
+and a companion table of curves (one row per evaluation), both readable by pandas and DuckDB."""
 
 from __future__ import annotations
 
@@ -23,7 +24,14 @@ def collect(study_name: str, runs) -> tuple[Path, Path, int]:
     root = results_root()
     rows, curves = [], []
     for r in runs:
-        if not r.applicable or not r.run_id:
+        if not r.applicable:  # recorded, so that tables print '-' for the pair
+            dataset, task, aug_label, algo_label, seed = r.label.split("/")
+            rows.append({"status": "not applicable", "label": r.label, "dataset": dataset,
+                         "task": None if task == "-" else int(task), "augmenter": r.request.augmenter,
+                         "algo": r.request.algo, "seed": int(seed), "augmenter_label": aug_label,
+                         "algo_label": algo_label})
+            continue
+        if not r.run_id:
             continue
         run_dir = root / "runs" / r.run_id
         result_path = run_dir / "result.json"
@@ -45,4 +53,4 @@ def collect(study_name: str, runs) -> tuple[Path, Path, int]:
     _write_parquet(pd.DataFrame(rows), runs_path)
     _write_parquet(pd.concat(curves, ignore_index=True) if curves else
                    pd.DataFrame(columns=["run_id", "step", "score", "success_rate", "return", "wall_s"]), curves_path)
-    return runs_path, curves_path, len(rows)
+    return runs_path, curves_path, sum(1 for row in rows if row.get("status") == "done")

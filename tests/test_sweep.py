@@ -162,6 +162,21 @@ def test_random_kills_never_leave_a_fake_finished_run(tmp_path, toy_file, result
     assert f"{6 - before} runs done" in res.stdout  # exactly the missing work
 
 
+def test_collect_records_inapplicable_pairs(tmp_path, toy_file, results):
+    text = TINY.replace("seeds: [0, 1]", "seeds: [0]") + "skip_inapplicable: true\n"
+    text = text.replace("algos:\n", "algos:\n  - name: dt\n    config: {preset: cpu-smoke}\n")
+    p = write(tmp_path, text)
+    study, runs = sweep.expand(p)
+    sweep.run_local(sweep.select(runs, {}, False, False, None), 1, False, in_process=True)
+    from bench.collect import collect
+
+    runs_path, _, n = collect(study.name, runs)
+    frame = pd.read_parquet(runs_path)
+    assert n == 3 and len(frame) == 4
+    na = frame[frame["status"] == "not applicable"]
+    assert list(na["algo"]) == ["dt"] and list(na["augmenter"]) == ["noise"]
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "sweeps").glob("*.yaml")),
                          ids=lambda p: p.stem)
 def test_shipped_study_files_validate(path, results, toy_file):
