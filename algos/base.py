@@ -16,6 +16,7 @@ and the step counter is checked afterwards).
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,7 +48,7 @@ def resolve(config_class: type[TrainerConfig], presets: dict[str, dict[str, Any]
     return config_class.from_dict({**presets[preset], **overrides, "preset": preset}, where=where)
 
 
-class Trainer:
+class Trainer(abc.ABC):
     name: ClassVar[str]
     config_class: ClassVar[type[TrainerConfig]]
     presets: ClassVar[dict[str, dict[str, Any]]]
@@ -59,35 +60,42 @@ class Trainer:
         self.device = device
         self.grad_steps = 0
 
+    @abc.abstractmethod
     def build(self, buffer, dataset) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def train(self, buffer, n_steps: int) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def act(self, observation: np.ndarray, last_reward: float = 0.0) -> np.ndarray:
         """The evaluation action; `last_reward` is the reward of the previous step (0 at the start)."""
-        raise NotImplementedError
+        ...
 
     def reset_episode(self) -> None:
         """Called before each evaluation episode (stateful policies reset here)."""
 
+    @abc.abstractmethod
     def save(self, path: Path) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def save_checkpoint(self, path: Path) -> None:
         """Weights and optimizer state, enough to go on training exactly where it stopped."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def load_checkpoint(self, path: Path, grad_steps: int) -> None:
-        raise NotImplementedError
+        ...
 
 
 class D3rlpyTrainer(Trainer):
     """Shared adapter: subclasses only say how to make the d3rlpy config."""
 
+    @abc.abstractmethod
     def make_d3rlpy_config(self, dataset):
-        raise NotImplementedError
+        ...
 
     def build(self, buffer, dataset) -> None:
         from bench.d3 import d3rlpy

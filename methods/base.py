@@ -12,6 +12,7 @@ callable returning a fresh environment built from `dataset.meta.simulator`.
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Literal
 
@@ -26,7 +27,7 @@ class AugmenterConfig(Config):
     pass
 
 
-class Augmenter:
+class Augmenter(abc.ABC):
     name: ClassVar[str]
     config_class: ClassVar[type[AugmenterConfig]] = AugmenterConfig
     output: ClassVar[Literal["transitions", "trajectories", "none"]]
@@ -38,11 +39,13 @@ class Augmenter:
         self.rng = np.random.default_rng(seed)
         self.simulator_factory = simulator_factory
 
+    @abc.abstractmethod
     def fit(self, dataset: Dataset) -> None:
-        raise NotImplementedError
+        """Learn whatever the augmenter needs from the original dataset."""
 
+    @abc.abstractmethod
     def generate(self) -> Dataset | None:
-        raise NotImplementedError
+        """The generated data (a canonical Dataset with provenance), or None for no data."""
 
     def transitions(self, source: Dataset, rows: np.ndarray, observations: np.ndarray,
                     next_observations: np.ndarray, actions: np.ndarray | None = None,

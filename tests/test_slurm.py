@@ -74,7 +74,8 @@ def plugin_path(tmp_path: Path) -> Path:
         "from methods.base import Augmenter, AugmenterConfig\n\n"
         "class Boom(Augmenter):\n"
         "    name = 'boom'\n    config_class = AugmenterConfig\n    output = 'transitions'\n\n"
-        "    def fit(self, dataset):\n        raise RuntimeError('boom: this augmenter always fails')\n")
+        "    def fit(self, dataset):\n        raise RuntimeError('boom: this augmenter always fails')\n\n"
+        "    def generate(self):\n        return None\n")
     return site
 
 

@@ -108,6 +108,9 @@ def test_failed_run_is_reported_and_others_finish(tmp_path, toy_file, results):
         def fit(self, dataset):
             raise RuntimeError("the boom augmenter always fails")
 
+        def generate(self):
+            return None
+
     AUGMENTERS._items["boom"] = Boom
     try:
         p = write(tmp_path, TINY.replace("  - name: noise\n    label: noise-small\n    config: {scale: 0.05, size: 0.2}\n",
