@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   toy maze: generate, draw, train IQL, run and collect the toy smoke sweep (prints where outputs are)
+#   make demo   toy maze: generate, draw, train IQL, run the toy smoke sweep, report it (prints where outputs are)
 #   make test   run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -23,6 +23,7 @@ demo: $(STAMP)
 	    --steps 3000 --eval-every 1000 --eval-episodes 10
 	$(VENV)/bin/bench sweep sweeps/toy-smoke.yaml
 	$(VENV)/bin/bench collect sweeps/toy-smoke.yaml
+	$(VENV)/bin/bench report sweeps/toy-smoke.yaml --out reports/toy-smoke
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -q -rs tests

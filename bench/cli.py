@@ -22,7 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    epilog="Commands: `bench sweep FILE` runs a study (resumable); `bench status FILE` shows its state; "
+    epilog="Commands: `bench report FILE --out DIR` builds a study's report; `bench sweep FILE` runs a study (resumable); `bench status FILE` shows its state; "
            "`bench collect FILE` writes its results table; `bench run` trains one trainer on one (augmented) dataset and records the result; "
            "`bench list` lists augmenters, trainers and datasets; `bench data make NAME` generates a point-maze dataset (OGBench's simulator and protocol); "
            "`bench data show NAME` prints a summary and draws the data on the maze; `bench data list` lists "
@@ -344,6 +344,19 @@ def collect_cmd(file: Path = typer.Argument(..., help="Study file.")):
     study, runs = sweep.expand(file)
     runs_path, curves_path, n = collect.collect(study.name, runs)
     out.print(f"{n} finished runs -> {runs_path} and {curves_path}", highlight=False, soft_wrap=True)
+
+
+@app.command("report")
+def report_cmd(
+    source: Path = typer.Argument(..., help="A study file (collected first) or a collected results .parquet."),
+    out_dir: Path = typer.Option(..., "--out", help="Report folder, e.g. reports/NAME/."),
+):
+    """Tables (markdown, LaTeX), statistics, published vs measured and plots for a study's results."""
+    from bench.report.build import build_report, load
+
+    frame, curves, name = load(source)
+    index = build_report(frame, curves, out_dir, name)
+    out.print(f"report: {index}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

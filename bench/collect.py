@@ -1,5 +1,6 @@
 """Consolidate a study's finished runs into one parquet table (one row per run, the config flattened into
-columns; pairs that do not apply, such as DT x a transitions augmenter, as rows with status 'not applicable')
+columns; pairs that do not apply, such as DT x a transitions augmenter, as rows with status 'not applicable';
+failed, incomplete and pending runs as rows with that status, so that a report can say what is missing)
 and a companion table of curves (one row per evaluation), both readable by pandas and DuckDB."""
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 
 def collect(study_name: str, runs) -> tuple[Path, Path, int]:
+    from bench.sweep import run_states
+
     root = results_root()
+    states = run_states(root)
     rows, curves = [], []
     for r in runs:
         if not r.applicable:  # recorded, so that tables print '-' for the pair
@@ -31,11 +35,14 @@ def collect(study_name: str, runs) -> tuple[Path, Path, int]:
                          "algo": r.request.algo, "seed": int(seed), "augmenter_label": aug_label,
                          "algo_label": algo_label})
             continue
-        if not r.run_id:
-            continue
-        run_dir = root / "runs" / r.run_id
+        run_dir = root / "runs" / (r.run_id or "-")
         result_path = run_dir / "result.json"
-        if not result_path.exists():
+        if not r.run_id or not result_path.exists():  # recorded too: a report must say what is missing
+            state = "pending" if not r.run_id else states.get(r.run_id, "pending")
+            rows.append({"status": state, "label": r.label, "run_id": r.run_id, "dataset": r.request.dataset,
+                         "task": r.request.task, "augmenter": r.request.augmenter, "algo": r.request.algo,
+                         "seed": r.request.seed, "augmenter_label": r.label.split("/")[2],
+                         "algo_label": r.label.split("/")[3]})
             continue
         result = json.loads(result_path.read_text())
         dataset, task, aug_label, algo_label, seed = r.label.split("/")

@@ -26,12 +26,18 @@ class _seeded:
         self.seed = seed
 
     def __enter__(self):
+        import warnings
+
+        self.warnings = warnings.catch_warnings()
+        self.warnings.__enter__()
+        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
         self.state = np.random.get_state()
         np.random.seed(self.seed)
         return np.random.RandomState(self.seed)
 
     def __exit__(self, *exc):
         np.random.set_state(self.state)
+        self.warnings.__exit__(*exc)
 
 
 def _check(name: str, scores: np.ndarray) -> np.ndarray:

@@ -1,0 +1,216 @@
+"""`bench report`: a study's results -> reports/NAME/ (index.md, tables, statistics, published vs measured, plots).
+
+Each section is one function `section(ctx) -> str` that receives the context (results frame, curves, output
+folder), writes its own files and returns the markdown that index.md shows for it.  Later issues add sections
+(dynamics violation rate, pictures of generated data) by appending to SECTIONS.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.io import ensure_dir, write_bytes
+from bench.report import published, stats, tables
+
+METRIC = "score_last3_mean"
+
+
+@dataclass
+class Context:
+    frame: pd.DataFrame  # one row per run, with a `status` column
+    curves: pd.DataFrame
+    out: Path
+    source: str
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def done(self) -> pd.DataFrame:
+        return self.frame[self.frame["status"] == "done"]
+
+    def write(self, name: str, text: str) -> str:
+        write_bytes(self.out / name, text.encode())
+        self.files.append(name)
+        return name
+
+
+def _save_fig(ctx: Context, fig, stem: str) -> str:
+    import matplotlib.pyplot as plt
+
+    for ext in ("png", "pdf"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight")
+        write_bytes(ctx.out / f"{stem}.{ext}", buf.getvalue())
+        ctx.files.append(f"{stem}.{ext}")
+    plt.close(fig)
+    return f"{stem}.png"
+
+
+def main_table(ctx: Context) -> str:
+    if ctx.done.empty:
+        return "## Main table\n\nNo finished runs.\n"
+    md = tables.to_markdown(ctx.frame, METRIC)
+    ctx.write("table.md", md)
+    ctx.write("table.tex", tables.to_latex(ctx.frame, METRIC))
+    metric = ctx.done["metric"].iloc[0] if "metric" in ctx.done else "score"
+    return f"## Main table ({metric}, mean of the last three evaluations)\n\n{md}\nLaTeX: [table.tex](table.tex)\n"
+
+
+def _score_matrices(done: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
+    """(algo, augmenter) -> (seeds, tasks) matrix, tasks = dataset x task; only complete rectangles."""
+    out = {}
+    d = done.assign(task_key=done["dataset"] + "/" + done["task"].astype(str))
+    for (algo, aug), g in d.groupby(["algo", "augmenter_label"]):
+        m = g.pivot_table(index="seed", columns="task_key", values=METRIC, aggfunc="mean").dropna()
+        if not m.empty:
+            out[algo, aug] = m
+    return out
+
+
+def statistics(ctx: Context) -> str:
+    mats = _score_matrices(ctx.done)
+    if not mats:
+        return ""
+    iqm = stats.iqm({f"{a}|{g}": m.to_numpy() for (a, g), m in mats.items()})
+    rows = []
+    for (algo, aug), m in mats.items():
+        e = iqm[f"{algo}|{aug}"]
+        row = {"algo": algo, "augmenter": aug, "runs": m.size, "IQM": e.point, "IQM 95% CI": f"[{e.low:.1f}, {e.high:.1f}]"}
+        base = mats.get((algo, "none"))
+        if base is not None and aug != "none":
+            cols = m.columns.intersection(base.columns)
+            if len(cols) and min(len(m), len(base)) > 0:
+                poi = stats.probability_of_improvement(m[cols].to_numpy(), base[cols].to_numpy())
+                pct, pts = stats.relative_improvement(m[cols].to_numpy(), base[cols].to_numpy())
+                row.update({"P(improve over none)": f"{poi.point:.2f} [{poi.low:.2f}, {poi.high:.2f}]",
+                            "vs none (%)": f"{pct:+.1f}%" if np.isfinite(pct) else "n/a (none scores 0)",
+                            "vs none (points)": f"{pts:+.2f}"})
+        rows.append(row)
+    frame = pd.DataFrame(rows).fillna("")
+    ctx.write("statistics.csv", frame.to_csv(index=False))
+    return ("## Aggregate statistics (rliable: IQM over runs and tasks, 95% stratified bootstrap)\n\n"
+            + frame.to_markdown(index=False, floatfmt=".1f") + "\n")
+
+
+def published_vs_measured(ctx: Context) -> str:
+    cmp = published.compare(ctx.frame, METRIC)
+    if cmp.empty:
+        return "## Published vs measured\n\nNo measured (dataset, algo, augmenter) is in the papers' tables.\n"
+    ctx.write("published_vs_measured.csv", cmp.to_csv(index=False))
+    return ("## Published vs measured\n\n" + cmp.to_markdown(index=False, floatfmt=".1f")
+            + "\n\n`inside_95ci`: the published mean lies inside the measured mean's 95% bootstrap interval.\n")
+
+
+def plots(ctx: Context) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    done = ctx.done
+    if done.empty:
+        return ""
+    sns.set_theme(style="whitegrid", palette="colorblind", context="paper")
+    links = []
+    g = sns.catplot(data=done, x="dataset", y=METRIC, hue="augmenter_label", col="algo", kind="bar",
+                    errorbar=("ci", 95), height=3.2, aspect=1.2, sharey=True)
+    g.set_axis_labels("", "score (mean of last 3 evaluations)")
+    g.set_xticklabels(rotation=20, ha="right")
+    links.append(("Scores per dataset (95% CI over seeds)", _save_fig(ctx, g.figure, "scores")))
+
+    mats = _score_matrices(done)
+    iqm = stats.iqm({f"{a}|{b}": m.to_numpy() for (a, b), m in mats.items()})
+    fig, ax = plt.subplots(figsize=(5, 0.45 * len(iqm) + 1))
+    keys = sorted(iqm)
+    pts = [iqm[k].point for k in keys]
+    err = np.array([[iqm[k].point - iqm[k].low for k in keys], [iqm[k].high - iqm[k].point for k in keys]])
+    ax.errorbar(pts, range(len(keys)), xerr=err, fmt="o", color=sns.color_palette("colorblind")[0], capsize=3)
+    ax.set_yticks(range(len(keys)), [k.replace("|", " / ") for k in keys])
+    ax.set_xlabel("IQM (95% stratified bootstrap CI)")
+    links.append(("IQM per algo and augmenter", _save_fig(ctx, fig, "iqm")))
+
+    if not ctx.curves.empty:
+        cur = ctx.curves.merge(done[["run_id", "algo", "augmenter_label"]], on="run_id")
+        g = sns.relplot(data=cur, x="step", y="score", hue="augmenter_label", col="algo", kind="line",
+                        errorbar=("ci", 95), height=3, aspect=1.2)
+        g.set_axis_labels("gradient steps", "score")
+        links.append(("Learning curves", _save_fig(ctx, g.figure, "curves")))
+
+    allv = np.concatenate([m.to_numpy().ravel() for m in mats.values()])
+    taus = np.linspace(min(0.0, allv.min()), max(allv.max(), 1.0), 41)
+    prof = stats.performance_profile({f"{a}|{b}": m.to_numpy() for (a, b), m in mats.items()}, taus)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for i, (k, (p, ci)) in enumerate(sorted(prof.items())):
+        color = sns.color_palette("colorblind")[i % 10]
+        ax.plot(taus, p, label=k.replace("|", " / "), color=color, linestyle=["-", "--", ":", "-."][i % 4])
+        ax.fill_between(taus, ci[0], ci[1], color=color, alpha=0.15)
+    ax.set_xlabel("score threshold tau")
+    ax.set_ylabel("fraction of runs above tau")
+    ax.legend(fontsize=6)
+    links.append(("Performance profiles", _save_fig(ctx, fig, "profiles")))
+    return "## Plots\n\n" + "\n".join(f"- [{title}]({name}) ([PDF]({name[:-4]}.pdf))" for title, name in links) + "\n"
+
+
+SECTIONS = [main_table, statistics, published_vs_measured, plots]
+
+
+def _header(ctx: Context) -> str:
+    counts = ctx.frame["status"].value_counts().to_dict()
+    done = ctx.done
+    lines = [f"# Report: {ctx.source}", ""]
+    missing = {k: v for k, v in counts.items() if k not in ("done", "not applicable")}
+    if missing:
+        lines += [f"> **Incomplete results:** {', '.join(f'{v} {k}' for k, v in sorted(missing.items()))} of "
+                  f"{sum(counts.values())} runs; the figures below use the {counts.get('done', 0)} finished runs "
+                  "only.", ""]
+    if not done.empty:
+        first = done.iloc[0]
+        versions = {k.split(".", 1)[1]: first[k] for k in done.columns if k.startswith("versions.")}
+        commits = sorted(set(done.get("git.commit", pd.Series(dtype=str)).dropna()))
+        devices = sorted(set(done.get("device_name", pd.Series(dtype=str)).dropna()))
+        lines += [f"Study: `{ctx.source}`. Runs: {counts.get('done', 0)} finished, "
+                  f"{counts.get('not applicable', 0)} not applicable ('-').",
+                  f"Commit(s): {', '.join(c[:12] for c in commits) or 'unknown'}"
+                  + (" (some runs from a dirty tree)" if done.get("git.dirty", pd.Series([False])).any() else "")
+                  + f". Device(s): {', '.join(devices) or 'unknown'}.",
+                  "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + ".", ""]
+    return "\n".join(lines)
+
+
+def build_report(frame: pd.DataFrame, curves: pd.DataFrame, out: Path, source: str) -> Path:
+    ensure_dir(out)
+    ctx = Context(frame=frame, curves=curves, out=out, source=source)
+    body = [section(ctx) for section in SECTIONS]
+    index = _header(ctx) + "\n" + "\n".join(b for b in body if b)
+    files = [f for f in ctx.files if not f.endswith(".pdf")]
+    index += "\n## Files\n\n" + "\n".join(f"- [{f}]({f})" for f in files) + "\n"
+    write_bytes(out / "index.md", index.encode())
+    return out / "index.md"
+
+
+def load(source: Path) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """A study file (collected first) or a collected parquet -> (runs frame, curves frame, name)."""
+    source = Path(source)
+    if source.suffix in (".yaml", ".yml"):
+        from bench import collect, sweep
+
+        study, runs = sweep.expand(source)
+        runs_path, curves_path, _ = collect.collect(study.name, runs)
+        return pd.read_parquet(runs_path), pd.read_parquet(curves_path), str(source)
+    if source.suffix == ".parquet":
+        from bench.errors import BenchError
+
+        if not source.exists():
+            raise BenchError(f"{source}: no such results file")
+        curves = source.with_name(source.stem + "-curves.parquet")
+        return (pd.read_parquet(source), pd.read_parquet(curves) if curves.exists() else pd.DataFrame(),
+                str(source))
+    from bench.errors import BenchError
+
+    raise BenchError(f"{source}: give a study file (.yaml) or a collected results file (.parquet)")
+

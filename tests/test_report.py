@@ -1,0 +1,72 @@
+"""`bench report` on synthetic results and on a real (tiny) study with a failed run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+
+from bench.report.build import build_report
+
+
+def synthetic() -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    rows, curves = [], []
+    for dataset in ("pointmaze-medium-stitch-v0", "pointmaze-large-stitch-v0"):
+        for task in (1, 2):
+            for algo in ("iql", "td3bc"):
+                for aug, shift in (("none", 0.0), ("noise", 5.0)):
+                    for seed in range(3):
+                        rid = f"{dataset}{task}{algo}{aug}{seed}"
+                        score = 40 + shift + rng.normal(0, 2)
+                        rows.append(dict(status="done", run_id=rid, dataset=dataset, task=task, algo=algo,
+                                         augmenter=aug, augmenter_label=aug, seed=seed, score_last3_mean=score,
+                                         metric="success rate (%)", device_name="CPU", **{"git.commit": "abc",
+                                         "git.dirty": False, "versions.d3rlpy": "2.8.1"}))
+                        curves += [dict(run_id=rid, step=s, score=score * s / 300) for s in (100, 200, 300)]
+    rows.append(dict(status="failed", run_id="x", dataset="pointmaze-medium-stitch-v0", task=1, algo="iql",
+                     augmenter="noise", augmenter_label="noise", seed=9))
+    return pd.DataFrame(rows), pd.DataFrame(curves)
+
+
+def test_report_opens_on_the_table_and_flags_missing_runs(tmp_path):
+    frame, curves = synthetic()
+    index = build_report(frame, curves, tmp_path / "rep", "synthetic.yaml")
+    text = index.read_text()
+    assert text.startswith("# Report: synthetic.yaml")
+    assert "**Incomplete results:** 1 failed of 49 runs" in text
+    assert text.index("## Main table") < text.index("## Aggregate statistics") < text.index("## Plots")
+    for name in ("table.md", "table.tex", "statistics.csv", "scores.png", "scores.pdf", "iqm.png", "curves.png",
+                 "profiles.png", "profiles.pdf"):
+        assert (tmp_path / "rep" / name).stat().st_size > 0, name
+    stats = pd.read_csv(tmp_path / "rep" / "statistics.csv")
+    noise = stats[(stats["algo"] == "iql") & (stats["augmenter"] == "noise")].iloc[0]
+    assert noise["P(improve over none)"].startswith("1.00")  # noise is 5 points better on every task
+    assert noise["IQM"] > stats[(stats["algo"] == "iql") & (stats["augmenter"] == "none")].iloc[0]["IQM"]
+
+
+def test_complete_results_have_no_warning(tmp_path):
+    frame, curves = synthetic()
+    index = build_report(frame[frame["status"] == "done"], curves, tmp_path / "rep", "s.yaml")
+    assert "Incomplete" not in index.read_text()
+
+
+def test_report_command_on_a_study(tmp_path, toy_file, results):
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        "name: reptest\ndatasets:\n  - {name: toy-maze, tasks: [1]}\naugmenters:\n  - {name: none}\n"
+        "algos:\n  - {name: iql, config: {batch_size: 16, hidden_units: [32, 32]}}\nseeds: [0, 1]\n"
+        "training: {steps: 10}\nevaluation: {episodes: 1}\nexecutor: {kind: debug}\n")
+    run = subprocess.run([sys.executable, "-m", "bench.cli", "sweep", str(study), "--only", "*/0"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    res = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(study), "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    text = (tmp_path / "r" / "index.md").read_text()
+    assert "**Incomplete results:** 1 pending of 2 runs" in text
+    bad = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(tmp_path / "nope.csv"), "--out",
+                          str(tmp_path / "r2")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and not (tmp_path / "r2").exists()
