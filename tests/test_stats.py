@@ -51,3 +51,17 @@ def test_bad_scores_are_refused():
         stats.iqm({"a": np.array([[1.0, np.nan]])})
     with pytest.raises(ValueError, match="matrix"):
         stats.iqm({"a": np.array([1.0, 2.0])})
+
+
+def test_vectorised_interval_agrees_with_rliable():
+    from rliable import library as rly
+    from rliable import metrics
+
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(1.0, 1.0, (6, 3)), rng.normal(0.0, 1.0, (5, 3))
+    ours = stats.probability_of_improvement(x, y, reps=4000)
+    np.random.seed(0)
+    _, ci = rly.get_interval_estimates({"p": (x, y)}, metrics.probability_of_improvement, reps=4000)
+    low, high = np.asarray(ci["p"]).reshape(2)
+    assert ours.point == pytest.approx(float(metrics.probability_of_improvement(x, y)))
+    assert ours.low == pytest.approx(low, abs=0.04) and ours.high == pytest.approx(high, abs=0.04)

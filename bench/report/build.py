@@ -27,6 +27,7 @@ class Context:
     out: Path
     source: str
     files: list[str] = field(default_factory=list)
+    cache: dict = field(default_factory=dict)  # results sections share (score matrices, IQM estimates)
 
     @property
     def done(self) -> pd.DataFrame:
@@ -71,11 +72,19 @@ def _score_matrices(done: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
     return out
 
 
+def _iqm(ctx: Context):
+    """(score matrices, IQM estimates), computed once per report."""
+    if "iqm" not in ctx.cache:
+        mats = _score_matrices(ctx.done)
+        ctx.cache["iqm"] = (mats, stats.iqm({f"{a}|{g}": m.to_numpy() for (a, g), m in mats.items()})
+                            if mats else {})
+    return ctx.cache["iqm"]
+
+
 def statistics(ctx: Context) -> str:
-    mats = _score_matrices(ctx.done)
+    mats, iqm = _iqm(ctx)
     if not mats:
         return ""
-    iqm = stats.iqm({f"{a}|{g}": m.to_numpy() for (a, g), m in mats.items()})
     rows = []
     for (algo, aug), m in mats.items():
         e = iqm[f"{algo}|{aug}"]
@@ -123,8 +132,7 @@ def plots(ctx: Context) -> str:
     g.set_xticklabels(rotation=20, ha="right")
     links.append(("Scores per dataset (95% CI over seeds)", _save_fig(ctx, g.figure, "scores")))
 
-    mats = _score_matrices(done)
-    iqm = stats.iqm({f"{a}|{b}": m.to_numpy() for (a, b), m in mats.items()})
+    mats, iqm = _iqm(ctx)
     fig, ax = plt.subplots(figsize=(5, 0.45 * len(iqm) + 1))
     keys = sorted(iqm)
     pts = [iqm[k].point for k in keys]

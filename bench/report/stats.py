@@ -62,18 +62,32 @@ def iqm(score_dict: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> d
 
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = 2000, seed: int = 0) -> Estimate:
-    """P(X > Y): the chance that a run of X beats a run of Y on a task, averaged over tasks (ties count 1/2)."""
-    from rliable import library as rly
+    """P(X > Y): the chance that a run of X beats a run of Y on a task, averaged over tasks (ties count 1/2).
+
+    The point estimate is rliable's `metrics.probability_of_improvement`.  Its interval is the same stratified
+    independent bootstrap rliable runs (runs of X and of Y resampled independently within each task, percentile
+    interval), computed here in one vectorised pass: rliable calls scipy's Mann-Whitney test once per task per
+    resample, which took minutes for a 50-task study.  A test checks both against rliable on small cases.
+    """
     from rliable import metrics
 
     x, y = _check("x", x), _check("y", y)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"probability of improvement needs the same tasks: {x.shape[1]} vs {y.shape[1]}")
-    with _seeded(seed) as rs:
-        points, intervals = rly.get_interval_estimates(
-            {"x,y": (x, y)}, metrics.probability_of_improvement, reps=reps, random_state=rs)
-    ci = np.asarray(intervals["x,y"]).reshape(2)
-    return Estimate(float(points["x,y"]), float(ci[0]), float(ci[1]))
+    point = float(metrics.probability_of_improvement(x, y))
+    rng = np.random.default_rng(seed)
+    tasks = np.arange(x.shape[1])
+    values = np.empty(reps)
+    chunk = max(1, int(2e7 // (x.shape[0] * y.shape[0] * x.shape[1])))
+    for start in range(0, reps, chunk):
+        r = min(chunk, reps - start)
+        xs = x[rng.integers(0, x.shape[0], (r, x.shape[0], x.shape[1])), tasks]
+        ys = y[rng.integers(0, y.shape[0], (r, y.shape[0], y.shape[1])), tasks]
+        gt = (xs[:, :, None, :] > ys[:, None, :, :]).mean(axis=(1, 2))
+        eq = (xs[:, :, None, :] == ys[:, None, :, :]).mean(axis=(1, 2))
+        values[start:start + r] = (gt + 0.5 * eq).mean(axis=1)
+    low, high = np.percentile(values, [2.5, 97.5])
+    return Estimate(point, float(low), float(high))
 
 
 def relative_improvement(method: np.ndarray, baseline: np.ndarray) -> tuple[float, float]:
