@@ -385,14 +385,6 @@ def error_lines(run_id_: str, root: Path | None = None) -> list[str]:
         return []
 
 
-def timed_decision(path: Path | str) -> tuple[int, float]:
-    """For the benchmark: expand a study and decide what is left; (runs, seconds)."""
-    t0 = time.perf_counter()
-    _, runs = expand(path)
-    select(runs, run_states(), False, False, None)
-    return len(runs), time.perf_counter() - t0
-
-
 # ------------------------------------------------------------------------------------------ SLURM
 def slurm_available() -> str | None:
     """None when a SLURM controller answers here, else the reason it does not."""

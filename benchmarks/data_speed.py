@@ -103,7 +103,6 @@ def main() -> None:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="augbench-bench-"))
     ogb = work / "ogbench"
     full = pointmaze.OGBENCH_PRESETS["pointmaze-medium-navigate-v0"]
-    t0 = time.perf_counter()
     train, val, sec = pointmaze.generate(full, workers=cores)
     pointmaze.write(train, val, ogb / "pointmaze-medium-navigate-v0.npz", full, sec)
     full_rows = len(train["terminals"]) + len(val["terminals"])
@@ -134,7 +133,7 @@ def main() -> None:
         "(OGBench's reset runs extra physics steps), draws noise and looks up the subgoal; the env-oracle rows "
         "run a BFS over the whole maze at every step, as OGBench's script does.",
         "",
-        f"## Loading 1,000,000 transitions (pointmaze-medium-navigate-v0, singletask task 1)",
+        "## Loading 1,000,000 transitions (pointmaze-medium-navigate-v0, singletask task 1)",
         "",
         "| path | transitions | seconds | peak memory above baseline | arrays' size | peak / arrays |",
         "|---|---:|---:|---:|---:|---:|",

@@ -102,7 +102,7 @@ def minari_dataset(tmp_path, monkeypatch):
         while not done:
             _, _, terminated, truncated, _ = env.step(env.action_space.sample() * (0.2 if k % 2 else 1.0))
             done = terminated or truncated
-    ds = env.create_dataset(dataset_id=MINARI_ID, algorithm_name="random", author="augbench",
+    env.create_dataset(dataset_id=MINARI_ID, algorithm_name="random", author="augbench",
                             author_email="tests@augbench.invalid", code_permalink="https://example.invalid",
                             description="test data", ref_min_score=-20.0, ref_max_score=3000.0)
     env.close()
