@@ -114,7 +114,9 @@ def test_scancel_then_rerun_completes_only_the_missing_work(slurm_cluster, tmp_p
 
 
 def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, toy_file, results):
-    p = study(tmp_path, name="slurm-requeue", seeds="[0]", steps=800, every=100)
+    # SLURM's requeue sends SIGTERM (submitit ignores it) and SIGKILL KillWait (5 s) later: the run must be long
+    # enough that the old process cannot finish meanwhile, or the requeued task would only find its result.
+    p = study(tmp_path, name="slurm-requeue", seeds="[0]", steps=5000, every=100)
     _, runs = sweep.expand(p)
     run_dir = results / "runs" / runs[0].run_id
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(p)], stdout=subprocess.PIPE,
@@ -126,10 +128,10 @@ def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, toy_
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, out + err
     result = json.loads((run_dir / "result.json").read_text())
-    assert result["grad_steps"] == 800
-    assert 100 <= result["resumed_from_step"] < 800  # resumed from a checkpoint, not from step 0
+    assert result["grad_steps"] == 5000
+    assert 100 <= result["resumed_from_step"] < 5000  # resumed from a checkpoint, not from step 0
     rows = (run_dir / "curve.csv").read_text().strip().splitlines()
-    assert [r.split(",")[0] for r in rows[1:]] == [str(s) for s in range(100, 801, 100)]
+    assert [r.split(",")[0] for r in rows[1:]] == [str(s) for s in range(100, 5001, 100)]
 
 
 def test_generated_sbatch_script_carries_the_study_resources(tmp_path, toy_file, results):
