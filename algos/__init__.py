@@ -7,4 +7,4 @@ from bench.registry import Registry
 
 TRAINERS: Registry = Registry("trainer", "augbench.trainers")
 
-from algos import cql, dt, iql, td3bc  # noqa: E402,F401  (register the built-in trainers)
+from algos import cql, drol, dt, iql, td3bc  # noqa: E402,F401  (register the built-in trainers)

@@ -6,8 +6,10 @@ A trainer is a config dataclass + a class, registered by name.  The harness call
     trainer.train(train_buffer, n_steps)        # exactly n_steps gradient steps (checked); the buffer
                                                 # may mix original and generated data
     trainer.act(observation, last_reward)       # the evaluation policy (deterministic where the algo is)
-    trainer.save(path)
-`train` is called once per evaluation interval.  A trainer that is not d3rlpy's implements the same methods.
+    trainer.save(path)                          # the final policy, as <run>/<policy_filename>
+    trainer.save_checkpoint(path) / load_checkpoint(path, step)   # resumable training state
+`train` is called once per evaluation interval.  `trainer.warnings` lines go into the run's result.
+d3rlpy's algorithms share `D3rlpyTrainer`; a trainer that is not d3rlpy's (DROL) implements the same methods.
 
 d3rlpy traps handled here: `fit` writes ./d3rlpy_logs unless given NoopAdapterFactory; `fit(n_steps=N)` with the
 default n_steps_per_epoch=10000 silently trains nothing when N < 10000 (so each chunk is one epoch of N steps,
@@ -53,12 +55,14 @@ class Trainer(abc.ABC):
     config_class: ClassVar[type[TrainerConfig]]
     presets: ClassVar[dict[str, dict[str, Any]]]
     needs_trajectories: ClassVar[bool] = False
+    policy_filename: ClassVar[str] = "policy.d3"  # what `save` writes, in the run directory
 
     def __init__(self, config: TrainerConfig, seed: int, device: str):
         self.config = config
         self.seed = seed
         self.device = device
         self.grad_steps = 0
+        self.warnings: list[str] = []  # lines recorded in the run's result (e.g. no published preset)
 
     @abc.abstractmethod
     def build(self, buffer, dataset) -> None:

@@ -202,6 +202,8 @@ def run_cmd(
     out.print(f"{result['metric']}: {result['score']:.1f} at step {result['grad_steps']} "
               f"(mean of the last three evaluations {result['score_last3_mean']:.1f}); "
               f"{(result['grad_steps_per_s'] or 0):.0f} gradient steps/s on {result['device']}", soft_wrap=True)
+    for line in result.get("warnings", []):
+        out.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
     out.print(f"run: {run_dir}", highlight=False, soft_wrap=True)
 
 
@@ -222,7 +224,9 @@ def list_cmd():
                   highlight=False, soft_wrap=True)
     for name in TRAINERS.names():
         cls = TRAINERS.get(name)
-        out.print(f"trainer    {name:<12} {'/'.join(cls.presets):<24} "
+        presets = list(cls.presets)
+        shown = "/".join(presets) if len(presets) <= 4 else "/".join(presets[:2]) + f" +{len(presets) - 2} more"
+        out.print(f"trainer    {name:<12} {shown:<24} "
                   f"{first_line(__import__(cls.__module__, fromlist=['_']))}", highlight=False, soft_wrap=True)
     for name in data.generable():
         out.print(f"dataset    {name:<30} {'present' if data.file_for(name).exists() else 'absent (bench data make)'}",

@@ -3,7 +3,7 @@
 Files (each written atomically; `result.json` last, so its presence means the run finished):
     config.json   the full canonical config (dataset hash, resolved augmenter/trainer/mixing configs, seed, steps)
     curve.csv     step, score, success_rate, return, wall seconds: one row per evaluation
-    policy.d3     the trained policy (d3rlpy's save format)
+    policy.d3     the trained policy (d3rlpy's save format; `policy.pt`, a torch file, for the harness's own DROL)
     checkpoint.pt (+ checkpoint-<step>.model) while training: step, curve, RNG states and weights/optimizers,
                   saved after every evaluation; a run that is started again resumes there (then they go)
     result.json   final score, mean of the last three evaluations, wall time, gradient steps/s, device,
@@ -220,9 +220,9 @@ def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, 
             progress(step, req.steps, curve[-1])
     if trainer.grad_steps != req.steps:
         raise BenchError(f"{req.algo}: {trainer.grad_steps} gradient steps ran, {req.steps} were asked for")
-    tmp = run_dir / ".policy.d3.tmp"
+    tmp = run_dir / f".{trainer.policy_filename}.tmp"
     trainer.save(tmp)
-    os.replace(tmp, run_dir / "policy.d3")
+    os.replace(tmp, run_dir / trainer.policy_filename)
     _drop_checkpoints(run_dir)
     last3 = [r["score"] for r in curve[-3:]]
     result = {
@@ -243,6 +243,7 @@ def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, 
         "device": device, "device_name": provenance.device_name(device),
         "versions": provenance.package_versions(),
         "git": provenance.git_state(),
+        "warnings": trainer.warnings,
         "config": config,
     }
     write_json(result_path, result)

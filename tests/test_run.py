@@ -15,7 +15,8 @@ import pytest
 from bench.errors import BenchError
 from bench.run import RunRequest, execute, plan, run_id
 
-TINY = {"iql": {}, "td3bc": {}, "cql": {"n_action_samples": 2}, "dt": {"preset": "cpu-smoke"}}
+TINY = {"iql": {}, "td3bc": {}, "cql": {"n_action_samples": 2}, "dt": {"preset": "cpu-smoke"},
+        "drol": {"actor_hidden_units": [32, 32], "critic_hidden_units": [32, 32], "num_candidates": 4}}
 
 
 def req(**kw) -> RunRequest:
@@ -33,7 +34,9 @@ def test_each_trainer_trains_the_requested_steps_and_evaluates(algo, toy_file, r
     assert result["status"] == "done" and result["metric"] == "success rate (%)"
     curve = (run_dir / "curve.csv").read_text().splitlines()
     assert curve[0] == "step,score,success_rate,return,wall_s" and [c.split(",")[0] for c in curve[1:]] == ["20", "40"]
-    assert (run_dir / "policy.d3").stat().st_size > 0
+    from algos import TRAINERS
+
+    assert (run_dir / TRAINERS.get(algo).policy_filename).stat().st_size > 0
     assert not (run_dir.parent.parent.parent / "d3rlpy_logs").exists() and not os.path.exists("d3rlpy_logs")
 
 
@@ -269,15 +272,33 @@ def test_minari_run_reports_d4rl_normalised_score(minari_dataset, results):
     assert score == pytest.approx(100 * (ret - (-20.0)) / (3000.0 - (-20.0)), abs=1e-4)
 
 
-@pytest.mark.parametrize("algo", ["iql", "td3bc"])
-def test_interrupted_run_resumes_from_its_checkpoint_with_the_same_result(algo, toy_file, results):
+def final_actions(algo: str, run_dir, obs):
+    """The saved policy's actions: d3rlpy's file for d3rlpy trainers, DROL's torch file (latent z = 0)."""
+    if algo == "drol":
+        import torch
+
+        from bench.nn import mlp
+
+        state = torch.load(run_dir / "policy.pt", weights_only=False)
+        actor = mlp(state["obs_dim"] + state["action_dim"], state["config"]["actor_hidden_units"],
+                    state["action_dim"])
+        actor.load_state_dict(state["actor"])
+        with torch.no_grad():
+            x = torch.cat([torch.as_tensor(obs), torch.zeros(len(obs), state["action_dim"])], -1)
+            return actor(x).numpy()
     from bench.d3 import d3rlpy
+
+    return d3rlpy.load_learnable(str(run_dir / "policy.d3"), device="cpu:0").predict(obs)
+
+
+@pytest.mark.parametrize("algo", ["iql", "td3bc", "drol"])
+def test_interrupted_run_resumes_from_its_checkpoint_with_the_same_result(algo, toy_file, results):
     from bench import data
 
     obs = np.asarray(data.load("toy-maze", 1).observations[:64])
-    r = req(algo=algo, steps=60, eval_every=20)
+    r = req(algo=algo, steps=60, eval_every=20, algo_config={**TINY[algo], "batch_size": 32})
     full_dir, full = execute(r)
-    reference = d3rlpy.load_learnable(str(full_dir / "policy.d3"), device="cpu:0").predict(obs)
+    reference = final_actions(algo, full_dir, obs)
     full_curve = [row.split(",")[:4] for row in (full_dir / "curve.csv").read_text().splitlines()]
 
     class Killed(Exception):
@@ -293,6 +314,5 @@ def test_interrupted_run_resumes_from_its_checkpoint_with_the_same_result(algo, 
     _, resumed = execute(r)
     assert resumed["resumed_from_step"] == 40 and resumed["grad_steps"] == 60
     assert [row.split(",")[:4] for row in (full_dir / "curve.csv").read_text().splitlines()] == full_curve
-    np.testing.assert_array_equal(
-        d3rlpy.load_learnable(str(full_dir / "policy.d3"), device="cpu:0").predict(obs), reference)
+    np.testing.assert_array_equal(final_actions(algo, full_dir, obs), reference)
     assert not (full_dir / "checkpoint.pt").exists() and not list(full_dir.glob("checkpoint-*.model"))

@@ -1,0 +1,99 @@
+"""Shared neural building blocks for the harness's own PyTorch code (trainers and augmenters that d3rlpy lacks).
+
+- `mlp`: Linear layers with an activation (and optionally LayerNorm after it) between them, none after the last;
+  Glorot-uniform weights and zero biases (the Flax default initialiser that the JAX reference code uses).
+- `EnsembleMLP`: E independent MLPs evaluated as one batched matmul per layer; input (B, in) or (E, B, in),
+  output (E, B, out).  Each member has its own weights and LayerNorm affine parameters.
+- `sample_in_ball`: points uniform in the solid d-ball (Gaussian direction, radius R * u^(1/d)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def glorot_(weight: torch.Tensor, fan_in: int, fan_out: int) -> torch.Tensor:
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    with torch.no_grad():
+        return weight.uniform_(-bound, bound)
+
+
+def activation(name: str) -> nn.Module:
+    if name == "gelu":
+        return nn.GELU(approximate="tanh")  # Flax's nn.gelu is the tanh approximation
+    if name == "relu":
+        return nn.ReLU()
+    raise ValueError(f"unknown activation '{name}'")
+
+
+def mlp(in_dim: int, hidden: list[int] | tuple[int, ...], out_dim: int, act: str = "gelu",
+        layer_norm: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    dims = [in_dim, *hidden, out_dim]
+    for i in range(len(dims) - 1):
+        lin = nn.Linear(dims[i], dims[i + 1])
+        glorot_(lin.weight, dims[i], dims[i + 1])
+        nn.init.zeros_(lin.bias)
+        layers.append(lin)
+        if i < len(dims) - 2:
+            layers.append(activation(act))
+            if layer_norm:
+                layers.append(nn.LayerNorm(dims[i + 1]))
+    return nn.Sequential(*layers)
+
+
+class EnsembleLinear(nn.Module):
+    def __init__(self, members: int, in_dim: int, out_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.zeros(members, 1, out_dim))
+        glorot_(self.weight, in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (E, B, in) -> (E, B, out)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleLayerNorm(nn.Module):
+    def __init__(self, members: int, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(members, 1, dim))
+        self.bias = nn.Parameter(torch.zeros(members, 1, dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, x.shape[-1:], eps=self.eps) * self.weight + self.bias
+
+
+class EnsembleMLP(nn.Module):
+    def __init__(self, members: int, in_dim: int, hidden: list[int] | tuple[int, ...], out_dim: int,
+                 act: str = "gelu", layer_norm: bool = False):
+        super().__init__()
+        self.members = members
+        dims = [in_dim, *hidden, out_dim]
+        layers: list[nn.Module] = []
+        for i in range(len(dims) - 1):
+            layers.append(EnsembleLinear(members, dims[i], dims[i + 1]))
+            if i < len(dims) - 2:
+                layers.append(activation(act))
+                if layer_norm:
+                    layers.append(EnsembleLayerNorm(members, dims[i + 1]))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.members, *x.shape)
+        return self.layers(x)
+
+
+def sample_in_ball(shape: tuple[int, ...], radius: float, generator: torch.Generator | None = None,
+                   device: str | torch.device = "cpu") -> torch.Tensor:
+    """`shape[-1]`-dimensional points uniform in the solid ball of the given radius."""
+    d = shape[-1]
+    direction = torch.randn(shape, generator=generator, device=device)
+    direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    u = torch.rand((*shape[:-1], 1), generator=generator, device=device)
+    return direction * (radius * u.pow(1.0 / d))
