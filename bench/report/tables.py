@@ -100,10 +100,17 @@ def to_markdown(frame: pd.DataFrame, metric: str = "score_last3_mean", digits: i
     return table.to_markdown() + f"\n\nCells: mean ± {SPREAD}; best per row and algo in bold, second underlined.\n"
 
 
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex_escape(text: str) -> str:
+    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
 def to_latex(frame: pd.DataFrame, metric: str = "score_last3_mean", digits: int = 1) -> str:
     m, s, ranks, seeds = build(frame, metric)
     table = _format(m, s, ranks, seeds, digits, "tex")
-    table.index = pd.Index([name.replace("_", r"\_") for _, name in table.index], name="dataset")
-    table.columns = pd.MultiIndex.from_tuples([(a.replace("_", r"\_"), b.replace("_", r"\_"))
-                                               for a, b in table.columns])
+    table.index = pd.Index([_tex_escape(name) for _, name in table.index], name="dataset")
+    table.columns = pd.MultiIndex.from_tuples([(_tex_escape(a), _tex_escape(b)) for a, b in table.columns])
     return table.style.to_latex(hrules=True, multicol_align="c", column_format="l" + "c" * table.shape[1])
