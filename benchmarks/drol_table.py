@@ -87,8 +87,11 @@ def main() -> None:
         "",
         table.to_markdown(index=False),
         "",
-        "Gradient steps per second (training time only, mean over seeds; batch 256 for all three, IQL/TD3+BC "
-        "2 x 256 d3rlpy networks, DROL the paper's 4 x 512 actor and critics with K = 16 candidates per state):",
+        "Gradient steps per second as each run recorded it (training time only, mean over seeds; batch 256 for "
+        "all three, IQL/TD3+BC 2 x 256 d3rlpy networks, DROL the paper's 4 x 512 actor and critics with K = 16 "
+        "candidates per state). Runs go one after another, so whatever else used the machine meanwhile shows "
+        "here; the controlled measurement, trainers alternating in one process, is "
+        "[drol_speed.md](drol_speed.md) (`benchmarks/drol_speed.py`):",
         "",
         speed.reset_index().to_markdown(index=False, floatfmt=".2f"),
         "",

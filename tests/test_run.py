@@ -284,7 +284,7 @@ def final_actions(algo: str, run_dir, obs):
                     state["action_dim"])
         actor.load_state_dict(state["actor"])
         with torch.no_grad():
-            x = torch.cat([torch.as_tensor(obs), torch.zeros(len(obs), state["action_dim"])], -1)
+            x = torch.cat([torch.as_tensor(np.array(obs)), torch.zeros(len(obs), state["action_dim"])], -1)
             return actor(x).numpy()
     from bench.d3 import d3rlpy
 
