@@ -2,18 +2,21 @@
 
 A trainer is a config dataclass + a class, registered by name.  The harness calls:
     trainer = Cls(config, seed=..., device=...)
-    trainer.build(original_buffer, dataset)     # networks (and scalers) sized from the original data
-    trainer.train(train_buffer, n_steps)        # exactly n_steps gradient steps (checked); the buffer
-                                                # may mix original and generated data
+    trainer.build(original, generated, mix)     # networks and scalers sized and fitted from the ORIGINAL data;
+                                                # `trainer.sampler` draws batches from both (bench.batches)
+    trainer.train(n_steps)                      # exactly n_steps gradient steps (checked)
     trainer.act(observation, last_reward)       # the evaluation policy (deterministic where the algo is)
     trainer.save(path)                          # the final policy, as <run>/<policy_filename>
     trainer.save_checkpoint(path) / load_checkpoint(path, step)   # resumable training state
 `train` is called once per evaluation interval.  `trainer.warnings` lines go into the run's result.
+The run saves `trainer.sampler.state()` beside the checkpoint, so a resumed run draws the same batches.
 d3rlpy's algorithms share `D3rlpyTrainer`; a trainer that is not d3rlpy's (DROL) implements the same methods.
 
-d3rlpy traps handled here: `fit` writes ./d3rlpy_logs unless given NoopAdapterFactory; `fit(n_steps=N)` with the
-default n_steps_per_epoch=10000 silently trains nothing when N < 10000 (so each chunk is one epoch of N steps,
-and the step counter is checked afterwards).
+d3rlpy's algorithms stay d3rlpy's: each batch goes through the same path as d3rlpy's own `algo.update(batch)`
+(a TorchMiniBatch / TorchTrajectoryMiniBatch handed to `algo.impl.update(batch, grad_step)`, then the step
+counter), but built from the sampler's arrays (or device tensors) instead of d3rlpy's replay buffer, which
+builds every batch sample by sample in Python.  Scalers are fitted here on the original data only (d3rlpy's
+`fit` fits them on whatever buffer it is given, which would be the mix of original and generated data).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bench.config import Config
+from bench.dataset import Dataset
 from bench.errors import BenchError
+from bench.mixing import MixConfig
 
 
 @dataclass
@@ -64,13 +69,24 @@ class Trainer(abc.ABC):
         self.grad_steps = 0
         self.warnings: list[str] = []  # lines recorded in the run's result (e.g. no published preset)
 
-    @abc.abstractmethod
-    def build(self, buffer, dataset) -> None:
-        ...
+    def build(self, original: Dataset, generated: Dataset | None = None, mix: MixConfig | None = None) -> None:
+        """The batch sampler over original + generated rows, then the model, sized from the original data."""
+        self.sampler = self.make_sampler(original, generated, mix)
+        self.build_model(original)
+
+    def make_sampler(self, original: Dataset, generated: Dataset | None, mix: MixConfig | None):
+        from bench.batches import TransitionSampler
+
+        return TransitionSampler(original, generated, mix, batch_size=self.config.batch_size, seed=self.seed,
+                                 device=self.device)
 
     @abc.abstractmethod
-    def train(self, buffer, n_steps: int) -> None:
-        ...
+    def build_model(self, dataset: Dataset) -> None:
+        """Networks, optimisers and scalers; `dataset` is the original data."""
+
+    @abc.abstractmethod
+    def train(self, n_steps: int) -> None:
+        """Exactly n_steps gradient steps on batches from `self.sampler`."""
 
     @abc.abstractmethod
     def act(self, observation: np.ndarray, last_reward: float = 0.0) -> np.ndarray:
@@ -94,6 +110,26 @@ class Trainer(abc.ABC):
         ...
 
 
+def fit_scalers(d3config, dataset: Dataset, where: str) -> None:
+    """Fit d3rlpy's scalers on the original data, as d3rlpy's StandardObservationScaler would (population
+    mean and std over every transition's observation), vectorised.  A scaler augbench cannot fit is refused."""
+    from bench.d3 import d3rlpy
+
+    obs_scaler = d3config.observation_scaler
+    if obs_scaler is not None and not obs_scaler.built:
+        if not isinstance(obs_scaler, d3rlpy.preprocessing.StandardObservationScaler):
+            raise BenchError(f"{where}: observation scaler {type(obs_scaler).__name__} is not supported "
+                             f"(augbench fits StandardObservationScaler on the original data)")
+        obs = np.asarray(dataset.observations, np.float64).reshape(len(dataset), -1)
+        obs_scaler.mean = obs.mean(axis=0)
+        obs_scaler.std = obs.std(axis=0)
+    for kind in ("action_scaler", "reward_scaler"):
+        scaler = getattr(d3config, kind)
+        if scaler is not None and not scaler.built:
+            raise BenchError(f"{where}: d3rlpy {kind} {type(scaler).__name__} is not supported (augbench fits "
+                             f"only the observation scaler, on the original data)")
+
+
 class D3rlpyTrainer(Trainer):
     """Shared adapter: subclasses only say how to make the d3rlpy config."""
 
@@ -101,27 +137,50 @@ class D3rlpyTrainer(Trainer):
     def make_d3rlpy_config(self, dataset):
         ...
 
-    def build(self, buffer, dataset) -> None:
+    def build_model(self, dataset: Dataset) -> None:
         from bench.d3 import d3rlpy
 
-        d3rlpy.seed(self.seed)
+        d3rlpy.seed(self.seed)  # torch's global generator: d3rlpy's initialisation, noise and dropout
         self.algo = self.make_d3rlpy_config(dataset).create(device=self.device)
-        self.algo.build_with_dataset(buffer)
+        if getattr(self.algo, "need_returns_to_go", False):
+            raise BenchError(f"{self.name}: d3rlpy algorithms that need returns-to-go per transition are not "
+                             f"supported by the array sampler")
+        fit_scalers(self.algo.config, dataset, where=f"algo '{self.name}'")
+        self.algo.create_impl(tuple(dataset.observations.shape[1:]), int(dataset.actions.shape[1]))
 
-    def train(self, buffer, n_steps: int) -> None:
-        from bench.d3 import d3rlpy
+    def torch_batch(self, batch):
+        """The TorchMiniBatch d3rlpy's `update` would build from this batch (scalers applied the same way)."""
+        import torch
+        from d3rlpy.torch_utility import TorchMiniBatch
 
-        before = self.algo.grad_step
-        self.algo.fit(buffer, n_steps=n_steps, n_steps_per_epoch=n_steps,
-                      logger_adapter=d3rlpy.logging.NoopAdapterFactory(), show_progress=False,
-                      save_interval=10**9, **self.fit_kwargs())
-        done = self.algo.grad_step - before
+        def t(x):
+            return x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
+
+        cfg = self.algo.config
+        obs, next_obs, actions, rewards = t(batch.observations), t(batch.next_observations), t(batch.actions), \
+            t(batch.rewards)
+        if cfg.observation_scaler is not None:
+            obs, next_obs = cfg.observation_scaler.transform(obs), cfg.observation_scaler.transform(next_obs)
+        if cfg.action_scaler is not None:
+            actions = cfg.action_scaler.transform(actions)
+        if cfg.reward_scaler is not None:
+            rewards = cfg.reward_scaler.transform(rewards)
+        return TorchMiniBatch(
+            observations=obs, actions=actions, rewards=rewards, next_observations=next_obs,
+            next_actions=torch.zeros_like(actions),  # unused by IQL, TD3+BC and CQL (no SARSA target)
+            returns_to_go=torch.zeros_like(rewards), terminals=t(batch.terminals),
+            intervals=torch.ones_like(rewards), device=self.device)
+
+    def train(self, n_steps: int) -> None:
+        algo = self.algo
+        before = algo.grad_step
+        for _ in range(n_steps):
+            self.last_loss = algo.impl.update(self.torch_batch(self.sampler.sample()), algo.grad_step)
+            algo.set_grad_step(algo.grad_step + 1)
+        done = algo.grad_step - before
         if done != n_steps:
             raise BenchError(f"{self.name}: d3rlpy ran {done} gradient steps, {n_steps} were asked for")
         self.grad_steps += done
-
-    def fit_kwargs(self) -> dict:
-        return {}
 
     def act(self, observation: np.ndarray, last_reward: float = 0.0) -> np.ndarray:
         return self.algo.predict(np.asarray(observation, np.float32)[None])[0]

@@ -16,8 +16,9 @@ Facts from the authors' JAX code (muzhancun/DROL @ 7e669b0, agents/drol.py, util
 - Evaluation: one fresh random latent per step.  `eval_latent: zero` (z = 0) is offered as a labelled option;
   the authors never use it.
 
-Batches come from the same d3rlpy replay buffer the d3rlpy trainers sample (so the mixing of generated data is
-identical); latents come from the trainer's own torch generators, which its checkpoints carry.
+Batches come from the same array sampler the d3rlpy trainers use (bench.batches, so the mixing of generated data
+is identical; device tensors on CUDA); latents come from the trainer's own torch generators, which its
+checkpoints carry.
 """
 
 from __future__ import annotations
@@ -122,15 +123,13 @@ class DROL(Trainer):
     presets = PRESETS
     policy_filename = "policy.pt"
 
-    def build(self, buffer, dataset) -> None:
+    def build_model(self, dataset) -> None:
         import torch
 
-        from bench.d3 import d3rlpy
         from bench.nn import EnsembleMLP, mlp
 
         c = self.config
-        d3rlpy.seed(self.seed)  # numpy's global generator drives the buffer's sampling, as for d3rlpy trainers
-        torch.manual_seed(self.seed)
+        torch.manual_seed(self.seed)  # the networks' initialisation
         self.obs_dim = int(np.prod(dataset.observations.shape[1:]))
         self.action_dim = int(dataset.actions.shape[1])
         self.radius = math.sqrt(self.action_dim)
@@ -214,10 +213,10 @@ class DROL(Trainer):
     def tensors(self, batch):
         import torch
 
-        c, dev = self.config, self.train_gen.device
+        c = self.config
 
         def t(x):
-            return torch.as_tensor(np.asarray(x, np.float32), device=dev)
+            return x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
 
         obs = t(batch.observations).reshape(len(batch), -1)
         next_obs = t(batch.next_observations).reshape(len(batch), -1)
@@ -227,10 +226,10 @@ class DROL(Trainer):
         return obs, actions, rewards, next_obs, masks
 
     # -- the trainer interface --------------------------------------------------------------------------------
-    def train(self, buffer, n_steps: int) -> None:
+    def train(self, n_steps: int) -> None:
         self.actor.train()
         for _ in range(n_steps):
-            self.last_losses = self.update(*self.tensors(buffer.sample_transition_batch(self.config.batch_size)))
+            self.last_losses = self.update(*self.tensors(self.sampler.sample()))
             self.grad_steps += 1
 
     def act(self, observation: np.ndarray, last_reward: float = 0.0) -> np.ndarray:

@@ -1,7 +1,10 @@
 """Decision Transformer (Chen et al. 2021) through d3rlpy's DecisionTransformerConfig.
 
 It trains on whole trajectories: an augmenter whose output is `transitions` cannot feed it (the papers print
-'-'), and the harness refuses that pair.
+'-'), and the harness refuses that pair.  Batches are windows within the canonical episodes (`episode_offsets`,
+bench.batches.TrajectorySampler), handed to d3rlpy's transformer update as d3rlpy's own `update` does.  Unlike
+d3rlpy's MDPDataset, a terminal in the middle of an episode (an OGBench singletask trajectory passing its goal)
+does not split the episode: the window, its timesteps and returns-to-go run on to the episode's end.
 """
 
 from __future__ import annotations
@@ -69,6 +72,25 @@ class DecisionTransformer(D3rlpyTrainer):
             embed_dropout=c.dropout, max_timestep=c.max_timestep, position_encoding_type=
             d3rlpy.PositionEncodingType.GLOBAL, compile_graph=c.compile_graph,
         )
+
+    def make_sampler(self, original, generated, mix):
+        from bench.batches import TrajectorySampler
+
+        return TrajectorySampler(original, generated, mix, batch_size=self.config.batch_size,
+                                 context=self.config.context_size, seed=self.seed, device=self.device)
+
+    def torch_batch(self, batch):
+        """The TorchTrajectoryMiniBatch d3rlpy's transformer `update` would build (no scalers configured)."""
+        import torch
+        from d3rlpy.torch_utility import TorchTrajectoryMiniBatch
+
+        def t(x):
+            return x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
+
+        return TorchTrajectoryMiniBatch(
+            observations=t(batch.observations), actions=t(batch.actions), rewards=t(batch.rewards),
+            returns_to_go=t(batch.returns_to_go), terminals=t(batch.terminals), timesteps=t(batch.timesteps),
+            masks=t(batch.masks), device=self.device)
 
     def reset_episode(self) -> None:
         self.policy = self.algo.as_stateful_wrapper(target_return=self.target_return)

@@ -4,7 +4,8 @@ Files (each written atomically; `result.json` last, so its presence means the ru
     config.json   the full canonical config (dataset hash, resolved augmenter/trainer/mixing configs, seed, steps)
     curve.csv     step, score, success_rate, return, wall seconds: one row per evaluation
     policy.d3     the trained policy (d3rlpy's save format; `policy.pt`, a torch file, for the harness's own DROL)
-    checkpoint.pt (+ checkpoint-<step>.model) while training: step, curve, RNG states and weights/optimizers,
+    checkpoint.pt (+ checkpoint-<step>.model) while training: step, curve, RNG states (the batch sampler's
+                  too) and weights/optimizers,
                   saved after every evaluation; a run that is started again resumes there (then they go)
     result.json   final score, mean of the last three evaluations, wall time, gradient steps/s, device,
                   package versions, git commit and whether the tree was dirty
@@ -44,6 +45,9 @@ class RunRequest:
     algo_config: dict = field(default_factory=dict)
     mix: dict = field(default_factory=dict)
     device: str = "auto"
+
+
+CONFIG_SCHEMA = 2
 
 
 def results_root() -> Path:
@@ -90,6 +94,9 @@ def canonical_config(req: RunRequest, dataset, device: str | None = None, resolv
     every, aug_cfg, _, algo_cfg, mix = resolved or check_request(req)
     device = device or provenance.resolve_device(req.device)
     return {
+        # 2: batches drawn from the canonical arrays by bench.batches (1: d3rlpy's replay buffer); the same
+        # config trains on other batches than before, so it gets a new run id.
+        "schema": CONFIG_SCHEMA,
         "dataset": {"name": req.dataset, "task": req.task, "content_hash": dataset.meta.content_hash,
                     "transitions": len(dataset)},
         "augmenter": {"name": req.augmenter, "config": aug_cfg.to_dict(), "seed": req.seed},
@@ -142,7 +149,8 @@ def _save_checkpoint(run_dir: Path, trainer, step: int, curve: list, train_secon
     trainer.save_checkpoint(tmp)
     os.replace(tmp, model)
     state = {"step": step, "model": model.name, "curve": curve, "train_seconds": train_seconds,
-             "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
+             "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "python": random.getstate(),
+             "sampler": trainer.sampler.state()}
     with atomic_open(run_dir / "checkpoint.pt", "wb") as f:
         torch.save(state, f)
     for old in run_dir.glob("checkpoint-*.model"):
@@ -160,6 +168,7 @@ def _load_checkpoint(run_dir: Path, trainer):
         return None
     try:
         state = torch.load(path, weights_only=False)
+        trainer.sampler.set_state(state["sampler"])
         trainer.load_checkpoint(run_dir / state["model"], state["step"])
     except Exception:  # an unreadable checkpoint: start again from step 0
         return None
@@ -180,7 +189,6 @@ def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, 
     already made it."""
     from bench.augment import augment
     from bench.evaluate import evaluate
-    from bench.mixing import build_buffers
 
     config, dataset, aug_cfg, algo_cls, algo_cfg, mix, device = planned or plan(req)
     rid = run_id(config)
@@ -195,9 +203,8 @@ def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, 
 
     t_start = time.perf_counter()
     generated, aug_key, from_cache = augment(dataset, req.augmenter, aug_cfg, req.seed)
-    ref_buffer, train_buffer = build_buffers(dataset, generated, mix)
     trainer = algo_cls(algo_cfg, seed=req.seed, device=device)
-    trainer.build(ref_buffer, dataset)
+    trainer.build(dataset, generated, mix)
     every = config["eval_every"]
     curve, train_seconds, start = [], 0.0, 0
     if force:
@@ -208,7 +215,7 @@ def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, 
             start, curve, train_seconds = resumed
     for step in range(start + every, req.steps + 1, every):
         t0 = time.perf_counter()
-        trainer.train(train_buffer, every)
+        trainer.train(every)
         train_seconds += time.perf_counter() - t0
         ev = evaluate(trainer, dataset.meta, req.eval_episodes, seed=req.seed)
         curve.append({"step": step, "score": round(ev["score"], 6), "success_rate": round(ev["success_rate"], 6),

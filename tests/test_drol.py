@@ -20,19 +20,18 @@ def make(toy_file, seed=0, **overrides):
     ds = data.load("toy-maze", 1)
     cls = TRAINERS.get("drol")
     trainer = cls(resolve(cls.config_class, cls.presets, {**SMALL, **overrides}, "test"), seed=seed, device="cpu:0")
-    buf = ds.to_d3rlpy()
-    trainer.build(buf, ds)
-    return trainer, buf
+    trainer.build(ds)
+    return trainer, trainer.sampler
 
 
-def a_batch(trainer, buf):
-    return trainer.tensors(buf.sample_transition_batch(trainer.config.batch_size))
+def a_batch(trainer, sampler):
+    return trainer.tensors(sampler.sample())
 
 
 def test_routing_picks_the_nearest_candidate_and_only_the_winner_gets_gradient(toy_file):
     trainer, buf = make(toy_file, num_candidates=8)
     obs, actions, *_ = a_batch(trainer, buf)
-    trainer.train(buf, 20)  # move away from the initial weights so candidates spread
+    trainer.train(20)  # move away from the initial weights so candidates spread
     loss, winner, candidates = trainer.actor_loss(obs, actions)
     (grad,) = torch.autograd.grad(loss, candidates)
     c = candidates.detach().numpy()
@@ -88,7 +87,7 @@ def test_k1_is_a_plain_bc_plus_q_actor(toy_file):
 
 def test_q_scale_carries_no_gradient_and_critics_get_none_from_the_actor(toy_file):
     trainer, buf = make(toy_file)
-    trainer.train(buf, 10)
+    trainer.train(10)
     obs, actions, *_ = a_batch(trainer, buf)
     state = trainer.train_gen.get_state()
     loss, winner, candidates = trainer.actor_loss(obs, actions)
@@ -138,7 +137,7 @@ def test_td_target_uses_the_target_critics_mean_or_min(toy_file):
 def test_polyak_update_of_the_target_critics(toy_file):
     trainer, buf = make(toy_file, tau=0.25)
     before = {k: v.clone() for k, v in trainer.target.state_dict().items()}
-    trainer.train(buf, 1)
+    trainer.train(1)
     online = trainer.critic.state_dict()
     for k, v in trainer.target.state_dict().items():
         torch.testing.assert_close(v, 0.75 * before[k] + 0.25 * online[k])
@@ -146,11 +145,11 @@ def test_polyak_update_of_the_target_critics(toy_file):
 
 def test_dataset_actions_are_clipped_and_actions_stay_in_bounds(toy_file):
     trainer, buf = make(toy_file)
-    batch = buf.sample_transition_batch(64)
+    batch = buf.sample()
     batch.actions[:] = 1.0
     _, actions, *_ = trainer.tensors(batch)
     assert float(actions.max()) == pytest.approx(1 - 1e-5)
-    obs = np.asarray(buf.sample_transition_batch(8).observations) * 100  # far outside the data
+    obs = np.asarray(buf.sample().observations[:8]) * 100  # far outside the data
     for o in obs:
         a = trainer.act(o)
         assert a.shape == (trainer.action_dim,) and np.all(np.abs(a) <= 1)
@@ -158,7 +157,7 @@ def test_dataset_actions_are_clipped_and_actions_stay_in_bounds(toy_file):
 
 def test_evaluation_latent_random_by_default_zero_as_an_option(toy_file):
     trainer, buf = make(toy_file)
-    o = np.asarray(buf.sample_transition_batch(1).observations)[0] * 0.01  # inside the clip range untrained
+    o = np.asarray(buf.sample().observations)[0] * 0.01  # inside the clip range untrained
     assert not np.array_equal(trainer.act(o), trainer.act(o))  # one fresh latent per step
     zero, _ = make(toy_file, eval_latent="zero")
     np.testing.assert_array_equal(zero.act(o), zero.act(o))
@@ -168,27 +167,25 @@ def test_evaluation_latent_random_by_default_zero_as_an_option(toy_file):
 
 
 def test_same_seed_same_training_on_cpu_and_checkpoints_resume_exactly(toy_file, tmp_path):
-    np.random.seed(123)
     a, buf = make(toy_file, seed=3)
-    a.train(buf, 6)
-    np_state = np.random.get_state()
+    a.train(6)
+    sampler_state = a.sampler.state()
     a.save_checkpoint(tmp_path / "ckpt")
-    a.train(buf, 4)
-    np.random.seed(123)
+    a.train(4)
     b, buf_b = make(toy_file, seed=3)
-    b.train(buf_b, 10)
+    b.train(10)
     for x, y in zip(a.state().values(), b.state().values()):
         for k in x:
             torch.testing.assert_close(x[k], y[k], rtol=0, atol=0)
     c, buf_c = make(toy_file, seed=3)
     c.load_checkpoint(tmp_path / "ckpt", 6)
-    np.random.set_state(np_state)
-    c.train(buf_c, 4)
+    c.sampler.set_state(sampler_state)
+    c.train(4)
     for x, y in zip(a.state().values(), c.state().values()):
         for k in x:
             torch.testing.assert_close(x[k], y[k], rtol=0, atol=0)
     other, buf_o = make(toy_file, seed=4)
-    other.train(buf_o, 10)
+    other.train(10)
     assert not torch.equal(other.state()["actor"]["0.weight"], a.state()["actor"]["0.weight"])
 
 

@@ -51,10 +51,9 @@ def test_d3rlpy_counts_the_requested_gradient_steps(algo, toy_file):
     cls = TRAINERS.get(algo)
     trainer = cls(resolve(cls.config_class, cls.presets, {**TINY[algo], "batch_size": 8}, "t"), seed=0,
                   device="cpu:0")
-    buf = ds.to_d3rlpy()
-    trainer.build(buf, ds)
-    trainer.train(buf, 7)
-    trainer.train(buf, 5)
+    trainer.build(ds)
+    trainer.train(7)
+    trainer.train(5)
     assert trainer.algo.grad_step == 12 and trainer.grad_steps == 12
 
 
@@ -102,21 +101,25 @@ def test_same_config_same_curve_and_policy_on_cpu(toy_file, results, tmp_path):
 def test_none_augmenter_trains_on_exactly_the_original_data(toy_file):
     from bench import data
     from bench.augment import augment
-    from bench.mixing import MixConfig, build_buffers
+    from bench.batches import TransitionSampler
+    from bench.mixing import MixConfig
     from methods import AUGMENTERS
 
     ds = data.load("toy-maze", 1)
     generated, _, _ = augment(ds, "none", AUGMENTERS.get("none").config_class(), seed=0)
     assert generated is None
+    real = {r.tobytes() for r in np.concatenate([ds.observations, ds.actions, ds.next_observations,
+                                                 ds.rewards[:, None]], 1)}
     for mode in ("ratio", "union", "synthetic"):
-        ref, train = build_buffers(ds, generated, MixConfig(mode=mode))
-        assert train is ref
-        original = ds.to_d3rlpy()
-        assert len(train.episodes) == len(original.episodes)
-        for e1, e2 in zip(train.episodes, original.episodes):
-            np.testing.assert_array_equal(e1.observations, e2.observations)
-            np.testing.assert_array_equal(e1.actions, e2.actions)
-            np.testing.assert_array_equal(e1.rewards, e2.rewards)
+        sampler = TransitionSampler(ds, generated, MixConfig(mode=mode), batch_size=64, seed=0)
+        seen = 0
+        for _ in range(50):
+            b = sampler.sample()
+            assert b.n_generated == 0 and len(b) == 64
+            rows = np.concatenate([b.observations, b.actions, b.next_observations, b.rewards], 1)
+            assert all(r.tobytes() in real for r in rows)
+            seen += len(b)
+        assert seen == 50 * 64
 
 
 def _marked_generated(ds):
@@ -130,31 +133,32 @@ def _marked_generated(ds):
     return type(gen)(meta=gen.meta, **arrays).with_hash()
 
 
-@pytest.mark.parametrize("mode,ratio", [("ratio", 0.25), ("ratio", 0.5), ("ratio", 0.9), ("synthetic", 0.5),
-                                        ("union", 0.5)])
-def test_mixing_gives_the_requested_share_per_batch(toy_file, mode, ratio):
+@pytest.mark.parametrize("mode,ratio,batch", [("ratio", 0.25, 64), ("ratio", 0.5, 64), ("ratio", 0.9, 64),
+                                              ("ratio", 0.3, 25), ("ratio", 0.1, 5), ("ratio", 0.0, 16),
+                                              ("ratio", 1.0, 16), ("synthetic", 0.5, 64), ("union", 0.5, 64)])
+def test_mixing_gives_the_requested_share_in_every_batch(toy_file, mode, ratio, batch):
     from bench import data
-    from bench.d3 import d3rlpy
-    from bench.mixing import MixConfig, build_buffers
+    from bench.batches import TransitionSampler
+    from bench.mixing import MixConfig
 
     ds = data.load("toy-maze", 1)
     gen = _marked_generated(ds)
-    _, train = build_buffers(ds, gen, MixConfig(mode=mode, ratio=ratio))
-    d3rlpy.seed(0)
-    shares = []
-    for _ in range(100):
-        batch = train.sample_transition_batch(64)
-        shares.append(float(np.mean(batch.rewards[:, 0] == 7.0)))
-    share = float(np.mean(shares))
-    if mode == "ratio":
-        assert share == pytest.approx(64 - int((1 - ratio) * 64), abs=1e-9, rel=0) or \
-            abs(share - ratio) < 1.0 / 64 + 1e-9
-        assert abs(share - ratio) <= 1.0 / 64
+    sampler = TransitionSampler(ds, gen, MixConfig(mode=mode, ratio=ratio), batch_size=batch, seed=0)
+    counts = []
+    for _ in range(200):
+        b = sampler.sample()
+        marked = int((b.rewards[:, 0] == 7.0).sum())
+        assert marked == b.n_generated and len(b) == batch
+        counts.append(marked)
+    if mode == "ratio":  # exactly round(ratio x batch), half up, in every batch
+        assert set(counts) == {int(np.floor(ratio * batch + 0.5))}
     elif mode == "synthetic":
-        assert share == 1.0
+        assert set(counts) == {batch}
     else:  # union: uniform over both, in proportion to their sizes
         expected = len(gen) / (len(gen) + len(ds))
+        share = np.mean(counts) / batch
         assert abs(share - expected) < 0.03, (share, expected)
+        assert len(set(counts)) > 1  # drawn per batch, not fixed
 
 
 def test_noise_augmenter_output(toy_file):
