@@ -292,10 +292,14 @@ def final_actions(algo: str, run_dir, obs):
             return actor(x).numpy()
     from bench.d3 import d3rlpy
 
-    return d3rlpy.load_learnable(str(run_dir / "policy.d3"), device="cpu:0").predict(obs)
+    policy = d3rlpy.load_learnable(str(run_dir / "policy.d3"), device="cpu:0")
+    if algo == "dt":  # a sequence model: feed the observations as one episode
+        wrapper = policy.as_stateful_wrapper(target_return=1.0)
+        return np.stack([wrapper.predict(o, 0.0) for o in obs[:16]])
+    return policy.predict(obs)
 
 
-@pytest.mark.parametrize("algo", ["iql", "td3bc", "drol"])
+@pytest.mark.parametrize("algo", ["iql", "td3bc", "drol", "dt"])
 def test_interrupted_run_resumes_from_its_checkpoint_with_the_same_result(algo, toy_file, results):
     from bench import data
 
