@@ -34,17 +34,15 @@ def main() -> None:
     from algos import TRAINERS
     from algos.base import resolve
     from bench import data, provenance
-    from bench.mixing import MixConfig, build_buffers
 
     ds = data.load("pointmaze-medium-navigate-v0", 1)
-    ref, buf = build_buffers(ds, None, MixConfig())
     configs = {"iql": {"preset": "maze"}, "td3bc": {"preset": "maze"}, "drol": {"preset": "default"}}
     trainers = {}
     for name, cfg in configs.items():
         cls = TRAINERS.get(name)
         t = cls(resolve(cls.config_class, cls.presets, cfg, name), seed=0, device=args.device)
-        t.build(ref, ds)
-        t.train(buf, 2)  # warm-up (first-call allocations)
+        t.build(ds)
+        t.train(2)  # warm-up (first-call allocations)
         trainers[name] = t
     rates: dict[str, list[float]] = {n: [] for n in trainers}
     for _ in range(args.rounds):
@@ -53,7 +51,7 @@ def main() -> None:
             chunk = 10 if name == "drol" else 50
             while spent < args.seconds:
                 t0 = time.perf_counter()
-                t.train(buf, chunk)
+                t.train(chunk)
                 if args.device.startswith("cuda"):
                     torch.cuda.synchronize()
                 spent += time.perf_counter() - t0
@@ -71,7 +69,7 @@ def main() -> None:
         f"{torch.__version__} ({torch.get_num_threads()} threads); {time.strftime('%Y-%m-%d')}.",
         "Data: pointmaze-medium-navigate-v0 (full size, generated here), singletask task 1; batch 256 for all; "
         "IQL and TD3+BC are d3rlpy 2.8.1 with 2 x 256 networks (`maze` preset), DROL the paper's 4 x 512 actor "
-        "and two critics with K = 16 candidates per state. Batches come from the same d3rlpy replay buffer.",
+        "and two critics with K = 16 candidates per state. Batches come from the same array sampler (bench.batches).",
         "",
         "| trainer | steps/s (median) | each round | ratio to IQL |",
         "|---|---|---|---|",
