@@ -88,7 +88,7 @@ class _Sampler:
     """Index drawing shared by both samplers: which rows of which source, by the mixing mode."""
 
     def __init__(self, original: Dataset, generated: Dataset | None, mix: MixConfig | None, batch_size: int,
-                 seed: int, device: str = "cpu"):
+                 seed: int, device: str = "cpu", as_tensors: bool | None = None):
         if batch_size < 1:
             raise BenchError(f"batch sampler: 'batch_size' must be >= 1, got {batch_size}")
         mix = mix or MixConfig()
@@ -103,7 +103,9 @@ class _Sampler:
         self.counts = split_counts(mix, batch_size, generated is not None)
         self.batch_size = batch_size
         self.device = device
-        self.on_device = device.startswith("cuda")
+        # Torch tensors gathered on the device: on CUDA by default; `as_tensors=True` runs the same path on the
+        # CPU (the tests check it against the numpy path, since CI has no GPU).
+        self.on_device = device.startswith("cuda") if as_tensors is None else as_tensors
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, SAMPLER_STREAM]))
 
     def draw(self) -> list[np.ndarray]:
@@ -126,7 +128,7 @@ class _Sampler:
             return arrays
         import torch
 
-        return {k: torch.as_tensor(np.asarray(v), device=self.device) for k, v in arrays.items()}
+        return {k: torch.tensor(np.asarray(v), device=self.device) for k, v in arrays.items()}
 
     def _gather(self, per_source: list[dict], parts: list[np.ndarray], key: str):
         chosen = [(src[key], idx) for src, idx in zip(per_source, parts) if len(idx)]
@@ -143,8 +145,8 @@ class TransitionSampler(_Sampler):
     """Uniform transition batches from the original and generated rows, mixed by `mix`."""
 
     def __init__(self, original: Dataset, generated: Dataset | None = None, mix: MixConfig | None = None, *,
-                 batch_size: int, seed: int, device: str = "cpu"):
-        super().__init__(original, generated, mix, batch_size, seed, device)
+                 batch_size: int, seed: int, device: str = "cpu", as_tensors: bool | None = None):
+        super().__init__(original, generated, mix, batch_size, seed, device, as_tensors)
         self.arrays = [self._upload(self._columns(s)) for s in self.sources]
 
     @staticmethod
@@ -179,10 +181,10 @@ class TrajectorySampler(_Sampler):
     """Windows of `context` steps within one canonical episode, for sequence models."""
 
     def __init__(self, original: Dataset, generated: Dataset | None = None, mix: MixConfig | None = None, *,
-                 batch_size: int, context: int, seed: int, device: str = "cpu"):
+                 batch_size: int, context: int, seed: int, device: str = "cpu", as_tensors: bool | None = None):
         if context < 1:
             raise BenchError(f"trajectory sampler: 'context' must be >= 1, got {context}")
-        super().__init__(original, generated, mix, batch_size, seed, device)
+        super().__init__(original, generated, mix, batch_size, seed, device, as_tensors)
         for s in self.sources:
             if s.meta.kind != "trajectories":
                 raise BenchError(f"{s.meta.name}: a sequence model needs `trajectories` data, this holds "

@@ -280,7 +280,10 @@ class Dataset:
 
     # ----------------------------------------------------------------------------------- d3rlpy
     def to_d3rlpy(self):
-        """The one conversion to d3rlpy's MDPDataset.
+        """The one conversion to d3rlpy's MDPDataset.  Training does not use it (bench.batches samples the arrays
+        directly); it is kept for the d3rlpy baselines in benchmarks/ and for the tests that check the sampler's
+        transitions and windows against d3rlpy's own buffer.  For a `transitions` dataset it builds one d3rlpy
+        episode per row (Python objects per row: slow and large at millions of rows).
 
         d3rlpy infers s' from the next row of an episode.  Each run of steps up to a terminal or a timeout
         becomes one d3rlpy episode.  A run cut by a timeout gets one extra row holding its final
