@@ -38,13 +38,15 @@ def build(algo: str, device: str, compile_graph: bool):
     return trainer, ds
 
 
-def worker(algo: str, device: str, side: str, compile_graph: bool, start_at: float, seconds: float) -> None:
+def worker(algo: str, device: str, side: str, compile_graph: bool, start_at: float, seconds: float,
+           n_procs: int) -> None:
     import torch
 
     from bench.d3 import d3rlpy
 
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_procs))  # packed processes share the CPU cores
     trainer, ds = build(algo, device, compile_graph)
-    chunk = 200
+    chunk = 200 if device.startswith("cuda") else 10
     if side == "augbench":
         trainer.build(ds)
         step = trainer.train
@@ -74,7 +76,7 @@ def measure(algo: str, n: int, side: str, compile_graph: bool, args) -> tuple[fl
     """(aggregate steps/s, per-process steps/s) of n processes started together."""
     start_at = time.time() + args.lead + 5 * n  # time to import, build and warm up before the common start
     procs = [subprocess.Popen([sys.executable, __file__, "--worker", algo, args.device, side, str(int(compile_graph)),
-                               str(start_at), str(args.seconds)], stdout=subprocess.PIPE, text=True)
+                               str(start_at), str(args.seconds), str(n)], stdout=subprocess.PIPE, text=True)
              for _ in range(n)]
     rates = []
     for p in procs:
@@ -88,8 +90,8 @@ def measure(algo: str, n: int, side: str, compile_graph: bool, args) -> tuple[fl
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        algo, device, side, cg, start_at, seconds = sys.argv[2:8]
-        worker(algo, device, side, bool(int(cg)), float(start_at), float(seconds))
+        algo, device, side, cg, start_at, seconds, n_procs = sys.argv[2:9]
+        worker(algo, device, side, bool(int(cg)), float(start_at), float(seconds), int(n_procs))
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda:0")
@@ -124,7 +126,7 @@ def main() -> None:
         "# Throughput on one accelerator: packed runs versus d3rlpy's default",
         "",
         f"Command: `.venv/bin/python benchmarks/gpu_throughput.py --device {args.device} --algos {args.algos} "
-        f"--packed {args.packed} --seconds {args.seconds:g}` ({(time.time() - t_start) / 60:.1f} min)",
+        f"--packed {args.packed} --seconds {args.seconds:g} --lead {args.lead:g}` ({(time.time() - t_start) / 60:.1f} min)",
         f"Device: {provenance.device_name(args.device)}; {os.cpu_count()} CPU cores; {time.strftime('%Y-%m-%d')}; "
         f"git {provenance.git_state()['commit'][:10]}. Data: toy-maze singletask task 1; presets `maze` "
         "(DROL `default`), batch 256.",
