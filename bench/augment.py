@@ -27,8 +27,9 @@ def cache_path(key: str) -> Path:
     return cache_dir() / "augmented" / f"{key}.npz"
 
 
-def augment(dataset: Dataset, name: str, config, seed: int) -> tuple[Dataset | None, str, bool]:
-    """(generated data or None, cache key, whether it came from the cache)."""
+def augment(dataset: Dataset, name: str, config, seed: int, device: str = "cpu") -> tuple[Dataset | None, str, bool]:
+    """(generated data or None, cache key, whether it came from the cache).  `device` is where the augmenter
+    trains and samples (the run's device)."""
     from methods import AUGMENTERS
 
     cls = AUGMENTERS.get(name)
@@ -45,7 +46,7 @@ def augment(dataset: Dataset, name: str, config, seed: int) -> tuple[Dataset | N
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():
             return _read(path), key, True
-        return _generate(dataset, cls, name, config, seed, path), key, False
+        return _generate(dataset, cls, name, config, seed, path, device), key, False
 
 
 def _read(path: Path) -> Dataset:
@@ -55,13 +56,13 @@ def _read(path: Path) -> Dataset:
         raise BenchError(f"corrupt cached augmentation {path} ({e}); delete it to regenerate") from None
 
 
-def _generate(dataset: Dataset, cls, name: str, config, seed: int, path: Path) -> Dataset | None:
+def _generate(dataset: Dataset, cls, name: str, config, seed: int, path: Path, device: str) -> Dataset | None:
     factory = None
     if cls.needs_simulator:
         from bench.evaluate import make_env
 
         factory = lambda: make_env(dataset.meta)  # noqa: E731
-    aug = cls(config, seed=seed, simulator_factory=factory)
+    aug = cls(config, seed=seed, simulator_factory=factory, device=device)
     aug.fit(dataset)
     generated = aug.generate()
     if generated is not None:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bench.errors import BenchError
+from bench.errors import BenchError, ConfigError
 from bench.io import ensure_dir
 from bench.paths import CACHE_ENV, OGBENCH_ENV
 
@@ -83,14 +83,14 @@ def data_make(
     if path.exists() and pointmaze.val_path(path).exists() and not force and side and side.get("config") == asdict(cfg):
         out.print(f"[green]up to date[/]: {path} (same config and seed; --force regenerates)")
         return
-    ensure_dir(path.parent)  # an unwritable destination fails now, not after the generation
+    ensure_dir(path.parent)  # an unwritable destination fails now, before the progress bar
     rows = (cfg.episodes + cfg.val_episodes) * cfg.episode_steps
     with _progress() as prog:
         task = prog.add_task(f"{name} ({cfg.maze} {cfg.kind}, seed {cfg.seed})", total=rows)
-        train, val, seconds = pointmaze.generate(cfg, workers=workers, progress=lambda n: prog.advance(task, n))
-    pointmaze.write(train, val, path, cfg, seconds)
-    out.print(f"wrote {path} ({len(train['terminals']):,} rows) and {pointmaze.val_path(path).name} "
-              f"({len(val['terminals']):,} rows) in {seconds:.1f} s: {rows / seconds:,.0f} steps/s")
+        path, n_train, n_val, seconds = data.make(name, cfg, path=path, workers=workers,
+                                                  progress=lambda n: prog.advance(task, n))
+    out.print(f"wrote {path} ({n_train:,} rows) and {pointmaze.val_path(path).name} "
+              f"({n_val:,} rows) in {seconds:.1f} s: {rows / seconds:,.0f} steps/s")
 
 
 @data_app.command("show")
@@ -188,7 +188,12 @@ def run_cmd(
                      augmenter_config=_json_option(aug_config, "--aug-config"),
                      algo_config=_json_option(algo_config, "--algo-config"),
                      mix={"mode": mix, "ratio": ratio}, device=device)
-    planned = plan(req)  # every check before the progress bar and before anything is written
+    try:
+        planned = plan(req)  # every check before the progress bar and before anything is written
+    except ConfigError as e:  # the core names the field; here it came from a flag
+        if e.owner == "request" and e.field:
+            raise BenchError(f"--{e.field.replace('_', '-')}: {e}") from None
+        raise
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
                   TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[last]}"),
                   console=err) as prog:
@@ -242,15 +247,7 @@ def _ensure_datasets(runs) -> None:
     from bench import data
 
     for name in sorted({r.request.dataset for r in runs}):
-        if name in data.generable() and not data.file_for(name).exists():
-            err.print(f"generating {name} (bench data make {name})")
-            from bench.data import pointmaze
-
-            cfg = data.generable()[name]
-            with _progress() as prog:
-                t = prog.add_task(name, total=(cfg.episodes + cfg.val_episodes) * cfg.episode_steps)
-                train, val, sec = pointmaze.generate(cfg, progress=lambda n: prog.advance(t, n))
-            pointmaze.write(train, val, data.file_for(name), cfg, sec)
+        data.ensure(name, say=lambda line: err.print(line, highlight=False, soft_wrap=True))
 
 
 @app.command("sweep")
@@ -283,11 +280,12 @@ def sweep_cmd(
     for col in ("dataset", "task", "augmenter", "algo", "seed", "state"):
         table.add_column(col)
     for r in runs:
-        d, t, a, g, sd = r.label.split("/")
         state = "n/a" if not r.applicable else states.get(r.run_id or "", "pending")
         if r in todo:
             state += " -> run"
-        table.add_row(d, t, a, g, sd, state)
+        q = r.request
+        table.add_row(q.dataset, "-" if q.task is None else str(q.task), r.augmenter_label, r.algo_label,
+                      str(q.seed), state)
     if dry_run:
         out.print(table)
         out.print(" ".join(f"{k}: {v}" for k, v in counts.items()))

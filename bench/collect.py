@@ -28,12 +28,11 @@ def collect(study_name: str, runs) -> tuple[Path, Path, int]:
     states = run_states(root)
     rows, curves = [], []
     for r in runs:
+        q = r.request
         if not r.applicable:  # recorded, so that tables print '-' for the pair
-            dataset, task, aug_label, algo_label, seed = r.label.split("/")
-            rows.append({"status": "not applicable", "label": r.label, "dataset": dataset,
-                         "task": None if task == "-" else int(task), "augmenter": r.request.augmenter,
-                         "algo": r.request.algo, "seed": int(seed), "augmenter_label": aug_label,
-                         "algo_label": algo_label})
+            rows.append({"status": "not applicable", "label": r.label, "dataset": q.dataset, "task": q.task,
+                         "augmenter": q.augmenter, "algo": q.algo, "seed": q.seed,
+                         "augmenter_label": r.augmenter_label, "algo_label": r.algo_label})
             continue
         run_dir = root / "runs" / (r.run_id or "-")
         result_path = run_dir / "result.json"
@@ -41,15 +40,14 @@ def collect(study_name: str, runs) -> tuple[Path, Path, int]:
             state = "pending" if not r.run_id else states.get(r.run_id, "pending")
             rows.append({"status": state, "label": r.label, "run_id": r.run_id, "dataset": r.request.dataset,
                          "task": r.request.task, "augmenter": r.request.augmenter, "algo": r.request.algo,
-                         "seed": r.request.seed, "augmenter_label": r.label.split("/")[2],
-                         "algo_label": r.label.split("/")[3]})
+                         "seed": r.request.seed, "augmenter_label": r.augmenter_label,
+                         "algo_label": r.algo_label})
             continue
         result = json.loads(result_path.read_text())
-        dataset, task, aug_label, algo_label, seed = r.label.split("/")
         flat = pd.json_normalize({k: v for k, v in result.items() if k != "config"}, sep=".").iloc[0].to_dict()
         flat.update({f"config.{k}": v for k, v in
                      pd.json_normalize(result["config"], sep=".").iloc[0].to_dict().items()})
-        flat.update({"label": r.label, "augmenter_label": aug_label, "algo_label": algo_label})
+        flat.update({"label": r.label, "augmenter_label": r.augmenter_label, "algo_label": r.algo_label})
         rows.append({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in flat.items()})
         curve = pd.read_csv(run_dir / "curve.csv")
         curve.insert(0, "run_id", r.run_id)

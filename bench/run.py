@@ -19,13 +19,14 @@ import hashlib
 import io
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from bench import provenance
-from bench.errors import BenchError
+from bench.errors import BenchError, ConfigError, NotApplicable
 import numpy as np
 
 from bench.io import atomic_open, ensure_dir, write_bytes, write_json
@@ -55,21 +56,50 @@ def results_root() -> Path:
 
 
 def _check_numbers(req: RunRequest) -> int:
+    """The run's own numbers; errors name the field (the CLI names its flag, a study file its line)."""
+    def bad(field: str, msg: str):
+        return ConfigError(f"'{field}' {msg}", owner="request", field=field)
+
     if req.steps < 1:
-        raise BenchError(f"--steps: must be at least 1, got {req.steps}")
+        raise bad("steps", f"must be at least 1, got {req.steps}")
     every = req.eval_every or req.steps
     if every < 1 or every > req.steps:
-        raise BenchError(f"--eval-every: must be in [1, {req.steps}], got {every}")
+        raise bad("eval_every", f"must be in [1, {req.steps}], got {every}")
     if req.steps % every:
-        raise BenchError(f"--eval-every: {every} does not divide --steps {req.steps}")
+        raise bad("eval_every", f"= {every} does not divide 'steps' = {req.steps}")
     if req.eval_episodes < 1:
-        raise BenchError(f"--eval-episodes: must be at least 1, got {req.eval_episodes}")
+        raise bad("eval_episodes", f"must be at least 1, got {req.eval_episodes}")
     if req.seed < 0:
-        raise BenchError(f"--seed: must be >= 0, got {req.seed}")
+        raise bad("seed", f"must be >= 0, got {req.seed}")
     return every
 
 
-def check_request(req: RunRequest):
+@dataclass(frozen=True)
+class Resolved:
+    """A request checked without its data: resolved configs and classes (`check_request`)."""
+
+    eval_every: int
+    aug_config: Any
+    algo_cls: type
+    algo_config: Any
+    mix: Any
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A request checked with its data, ready to execute (`plan`)."""
+
+    config: dict  # the canonical config; its hash is the run id
+    dataset: Any
+    resolved: Resolved
+    device: str
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.config)
+
+
+def check_request(req: RunRequest) -> Resolved:
     """Everything that can be checked without the data: numbers, names, configs, the augmenter/trainer pair."""
     from algos import TRAINERS
     from algos.base import resolve
@@ -79,19 +109,30 @@ def check_request(req: RunRequest):
     every = _check_numbers(req)
     aug_cls = AUGMENTERS.get(req.augmenter)
     algo_cls = TRAINERS.get(req.algo)
-    aug_cfg = aug_cls.config_class.from_dict(req.augmenter_config, where=f"augmenter '{req.augmenter}' config")
-    algo_cfg = resolve(algo_cls.config_class, algo_cls.presets, req.algo_config, where=f"algo '{req.algo}' config")
-    mix = MixConfig.from_dict(req.mix, where="mixing config")
+    try:
+        aug_cfg = aug_cls.config_class.from_dict(req.augmenter_config, where=f"augmenter '{req.augmenter}' config")
+    except BenchError as e:
+        raise ConfigError(str(e), owner="augmenter") from None
+    try:
+        algo_cfg = resolve(algo_cls.config_class, algo_cls.presets, req.algo_config,
+                           where=f"algo '{req.algo}' config")
+    except BenchError as e:
+        raise ConfigError(str(e), owner="algo") from None
+    try:
+        mix = MixConfig.from_dict(req.mix, where="mixing config")
+    except BenchError as e:
+        raise ConfigError(str(e), owner="mix") from None
     if algo_cls.needs_trajectories and aug_cls.output == "transitions":
-        raise BenchError(f"not applicable: '{req.algo}' trains on whole trajectories and augmenter "
-                         f"'{req.augmenter}' generates transitions (the papers print '-')")
-    return every, aug_cfg, algo_cls, algo_cfg, mix
+        raise NotApplicable(f"not applicable: '{req.algo}' trains on whole trajectories and augmenter "
+                            f"'{req.augmenter}' generates transitions (the papers print '-')")
+    return Resolved(every, aug_cfg, algo_cls, algo_cfg, mix)
 
 
-def canonical_config(req: RunRequest, dataset, device: str | None = None, resolved: tuple | None = None) -> dict:
+def canonical_config(req: RunRequest, dataset, device: str | None = None, resolved: Resolved | None = None) -> dict:
     """The run's full canonical config; its hash is the run id.  `resolved` is `check_request(req)` when the
     caller has it already (a sweep resolves each augmenter and algo entry once, not once per run)."""
-    every, aug_cfg, _, algo_cfg, mix = resolved or check_request(req)
+    r = resolved or check_request(req)
+    every, aug_cfg, algo_cfg, mix = r.eval_every, r.aug_config, r.algo_config, r.mix
     device = device or provenance.resolve_device(req.device)
     return {
         # 2: batches drawn from the canonical arrays by bench.batches (1: d3rlpy's replay buffer); the same
@@ -116,13 +157,12 @@ def plan(req: RunRequest, dataset=None):
     from bench.evaluate import check_evaluable
 
     resolved = check_request(req)
-    _, aug_cfg, algo_cls, algo_cfg, mix = resolved
     if dataset is None:
+        data.ensure(req.dataset, say=lambda line: print(line, file=sys.stderr, flush=True))  # made on first use
         dataset = data.load(req.dataset, req.task)
     check_evaluable(dataset.meta)
     device = provenance.resolve_device(req.device)
-    config = canonical_config(req, dataset, device, resolved)
-    return config, dataset, aug_cfg, algo_cls, algo_cfg, mix, device
+    return Plan(canonical_config(req, dataset, device, resolved), dataset, resolved, device)
 
 
 def run_id(config: dict) -> str:
@@ -150,7 +190,8 @@ def _save_checkpoint(run_dir: Path, trainer, step: int, curve: list, train_secon
     os.replace(tmp, model)
     state = {"step": step, "model": model.name, "curve": curve, "train_seconds": train_seconds,
              "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "python": random.getstate(),
-             "sampler": trainer.sampler.state()}
+             "sampler": trainer.sampler.state(),
+             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
     with atomic_open(run_dir / "checkpoint.pt", "wb") as f:
         torch.save(state, f)
     for old in run_dir.glob("checkpoint-*.model"):
@@ -158,7 +199,13 @@ def _save_checkpoint(run_dir: Path, trainer, step: int, curve: list, train_secon
             old.unlink(missing_ok=True)
 
 
+class CheckpointUnreadable(Exception):
+    pass
+
+
 def _load_checkpoint(run_dir: Path, trainer):
+    """(step, curve, train seconds) of the checkpoint, None when there is none; CheckpointUnreadable when there
+    is one that cannot be read (the trainer may then be half-loaded: the caller builds a fresh one)."""
     import random
 
     import torch
@@ -170,12 +217,14 @@ def _load_checkpoint(run_dir: Path, trainer):
         state = torch.load(path, weights_only=False)
         trainer.sampler.set_state(state["sampler"])
         trainer.load_checkpoint(run_dir / state["model"], state["step"])
-    except Exception:  # an unreadable checkpoint: start again from step 0
-        return None
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    return state["step"], state["curve"], state["train_seconds"]
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        random.setstate(state["python"])
+        if state.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        return state["step"], state["curve"], state["train_seconds"]
+    except Exception as e:
+        raise CheckpointUnreadable(f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}")
 
 
 def _drop_checkpoints(run_dir: Path) -> None:
@@ -184,14 +233,17 @@ def _drop_checkpoints(run_dir: Path) -> None:
 
 
 def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, dict | None], None] | None = None,
-            root: Path | None = None, planned: tuple | None = None) -> tuple[Path, dict]:
+            root: Path | None = None, planned: Plan | None = None) -> tuple[Path, dict]:
     """Do the run (or find it done); returns (run directory, result).  `planned` is `plan(req)` if the caller
     already made it."""
     from bench.augment import augment
     from bench.evaluate import evaluate
 
-    config, dataset, aug_cfg, algo_cls, algo_cfg, mix, device = planned or plan(req)
-    rid = run_id(config)
+    p = planned or plan(req)
+    config, dataset, device = p.config, p.dataset, p.device
+    aug_cfg, algo_cls, algo_cfg, mix = p.resolved.aug_config, p.resolved.algo_cls, p.resolved.algo_config, \
+        p.resolved.mix
+    rid = p.run_id
     run_dir = (root or results_root()) / "runs" / rid
     result_path = run_dir / "result.json"
     if result_path.exists() and not force:
@@ -202,15 +254,27 @@ def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, 
     write_json(run_dir / "config.json", {"run_id": rid, **config})
 
     t_start = time.perf_counter()
-    generated, aug_key, from_cache = augment(dataset, req.augmenter, aug_cfg, req.seed)
-    trainer = algo_cls(algo_cfg, seed=req.seed, device=device)
-    trainer.build(dataset, generated, mix)
+    generated, aug_key, from_cache = augment(dataset, req.augmenter, aug_cfg, req.seed, device)
+
+    def new_trainer():
+        t = algo_cls(algo_cfg, seed=req.seed, device=device)
+        t.build(dataset, generated, mix)
+        return t
+
+    trainer = new_trainer()
     every = config["eval_every"]
-    curve, train_seconds, start = [], 0.0, 0
+    curve, train_seconds, start, run_warnings = [], 0.0, 0, []
     if force:
         _drop_checkpoints(run_dir)
     else:
-        resumed = _load_checkpoint(run_dir, trainer)
+        try:
+            resumed = _load_checkpoint(run_dir, trainer)
+        except CheckpointUnreadable as e:
+            run_warnings.append(f"the checkpoint in {run_dir} could not be read ({e}); the run restarted from "
+                                f"step 0")
+            print(f"warning: {run_warnings[-1]}", file=sys.stderr, flush=True)
+            _drop_checkpoints(run_dir)
+            trainer, resumed = new_trainer(), None  # nothing half-loaded
         if resumed:
             start, curve, train_seconds = resumed
     for step in range(start + every, req.steps + 1, every):
@@ -250,7 +314,7 @@ def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, 
         "device": device, "device_name": provenance.device_name(device),
         "versions": provenance.package_versions(),
         "git": provenance.git_state(),
-        "warnings": trainer.warnings,
+        "warnings": run_warnings + trainer.warnings,
         "config": config,
     }
     write_json(result_path, result)

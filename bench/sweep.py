@@ -23,7 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bench.errors import BenchError
+from bench.errors import BenchError, ConfigError, DatasetMissing, NotApplicable
 from bench.io import write_json
 from bench.run import RunRequest, canonical_config, execute, results_root, run_id
 
@@ -99,11 +99,19 @@ class Study(_Model):
 
 @dataclass
 class PlannedRun:
-    label: str  # dataset/task/augmenter-label/algo-label/seed
-    request: RunRequest
+    request: RunRequest  # dataset, task, augmenter, algo, seed, configs
+    augmenter_label: str
+    algo_label: str
     run_id: str | None  # None when the dataset is not there yet
     aug_key: str | None
     applicable: bool = True
+
+    @property
+    def label(self) -> str:
+        """dataset/task/augmenter-label/algo-label/seed, for display and `--only` only (dataset names such as
+        Minari ids hold '/' themselves, so it is never split back into fields)."""
+        r = self.request
+        return f"{r.dataset}/{r.task if r.task is not None else '-'}/{self.augmenter_label}/{self.algo_label}/{r.seed}"
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -171,6 +179,21 @@ def _model_at(loc) -> type[BaseModel] | None:
 
 
 # ------------------------------------------------------------------------------------------ expansion
+# A run field -> where a study file sets it.
+_STUDY_FIELDS = {"steps": ("training", "steps"), "eval_every": ("training", "eval_every"),
+                 "eval_episodes": ("evaluation", "episodes")}
+
+
+def _config_location(e: ConfigError, ai: int, gi: int) -> tuple:
+    if e.owner == "algo":
+        return ("algos", gi, "config")
+    if e.owner == "augmenter":
+        return ("augmenters", ai)
+    if e.owner == "mix":
+        return ("mix",)
+    return _STUDY_FIELDS.get(e.field or "", ("training",))
+
+
 def expand(path: Path | str, load_data: bool = True) -> tuple[Study, list[PlannedRun]]:
     """Check the whole study against the registries and expand it into runs (before anything runs)."""
     from algos import TRAINERS
@@ -201,7 +224,7 @@ def expand(path: Path | str, load_data: bool = True) -> tuple[Study, list[Planne
 
     device = resolve_device(study.device)
     # Resolve each augmenter x algo pair once (configs, presets, applicability); runs differ only by data and seed.
-    pairs: dict[tuple[int, int], tuple | BenchError] = {}
+    pairs: dict[tuple[int, int], "Resolved | BenchError"] = {}
     aug_dicts: dict[int, dict] = {}
     for ai, a in enumerate(study.augmenters):
         for gi, g in enumerate(study.algos):
@@ -211,14 +234,13 @@ def expand(path: Path | str, load_data: bool = True) -> tuple[Study, list[Planne
                              device=study.device)
             try:
                 pairs[ai, gi] = check_request(req)
-                aug_dicts[ai] = pairs[ai, gi][1].to_dict()
-            except BenchError as e:
-                if not (str(e).startswith("not applicable") and study.skip_inapplicable):
-                    loc = ("algos", gi, "config") if "algo '" in str(e) else ("augmenters", ai)
-                    if str(e).startswith("not applicable"):
-                        e = BenchError(f"{e}; set skip_inapplicable: true to skip such pairs")
-                    fail(loc, str(e))
+                aug_dicts[ai] = pairs[ai, gi].aug_config.to_dict()
+            except NotApplicable as e:
+                if not study.skip_inapplicable:
+                    fail(("augmenters", ai), f"{e}; set skip_inapplicable: true to skip such pairs")
                 pairs[ai, gi] = e
+            except ConfigError as e:
+                fail(_config_location(e, ai, gi), str(e))
 
     runs: list[PlannedRun] = []
     for di, d in enumerate(study.datasets):
@@ -230,9 +252,10 @@ def expand(path: Path | str, load_data: bool = True) -> tuple[Study, list[Planne
             if load_data:
                 try:
                     dataset = data.load(d.name, task)
+                except DatasetMissing:
+                    pass  # planned without run ids; `bench sweep` makes or asks for it before running
                 except BenchError as e:
-                    if "has not been generated" not in str(e) and "not found" not in str(e):
-                        fail(("datasets", di), str(e))
+                    fail(("datasets", di), str(e))
             for ai, a in enumerate(study.augmenters):
                 for gi, g in enumerate(study.algos):
                     resolved = pairs[ai, gi]
@@ -241,15 +264,15 @@ def expand(path: Path | str, load_data: bool = True) -> tuple[Study, list[Planne
                                          steps=study.training.steps, eval_every=study.training.eval_every,
                                          eval_episodes=study.evaluation.episodes, augmenter_config=a.config,
                                          algo_config=g.config, mix=study.mix.model_dump(), device=study.device)
-                        label = f"{d.name}/{task or '-'}/{a.label or a.name}/{g.label or g.name}/{seed}"
+                        labels = dict(augmenter_label=a.label or a.name, algo_label=g.label or g.name)
                         if isinstance(resolved, BenchError):
-                            runs.append(PlannedRun(label, req, None, None, applicable=False))
+                            runs.append(PlannedRun(req, **labels, run_id=None, aug_key=None, applicable=False))
                             continue
                         rid = key = None
                         if dataset is not None:
                             rid = run_id(canonical_config(req, dataset, device, resolved))
                             key = cache_key(dataset, a.name, aug_dicts[ai], seed)
-                        runs.append(PlannedRun(label, req, rid, key))
+                        runs.append(PlannedRun(req, **labels, run_id=rid, aug_key=key))
     return study, runs
 
 
@@ -286,9 +309,11 @@ def _augment_job(req: RunRequest) -> str:
     from bench.augment import augment
     from methods import AUGMENTERS
 
+    from bench.provenance import resolve_device
+
     ds = data.load(req.dataset, req.task)
     cfg = AUGMENTERS.get(req.augmenter).config_class.from_dict(req.augmenter_config)
-    _, key, _ = augment(ds, req.augmenter, cfg, req.seed)
+    _, key, _ = augment(ds, req.augmenter, cfg, req.seed, resolve_device(req.device))
     return key
 
 
@@ -299,7 +324,7 @@ def _train_job(req: RunRequest, force: bool, root: str) -> tuple[str, str, str]:
     rid = "?"
     try:
         planned = plan(req)
-        rid = run_id(planned[0])
+        rid = planned.run_id
         run_dir = Path(root) / "runs" / rid
         (run_dir / "error.json").unlink(missing_ok=True)
         execute(req, force=force, root=Path(root), planned=planned)

@@ -5,7 +5,8 @@
 augmenter (`meta.origins`) and the source episode(s) each step came from.  Mixing with the original data is
 the trainer side's job (bench.mixing).
 
-Augmenters see only the dataset.  One that needs the true simulator (none of the published methods do; the
+The constructor receives the run's seed (`self.rng`, a numpy Generator; `self.torch_generator`, a torch Generator
+on the run's device) and the run's device (`self.device`).  Augmenters see only the dataset.  One that needs the true simulator (none of the published methods do; the
 dynamics-violation measurement will) sets `needs_simulator = True` and receives `simulator_factory`, a
 callable returning a fresh environment built from `dataset.meta.simulator`.
 """
@@ -33,11 +34,24 @@ class Augmenter(abc.ABC):
     output: ClassVar[Literal["transitions", "trajectories", "none"]]
     needs_simulator: ClassVar[bool] = False
 
-    def __init__(self, config: AugmenterConfig, seed: int, simulator_factory: Callable | None = None):
+    def __init__(self, config: AugmenterConfig, seed: int, simulator_factory: Callable | None = None,
+                 device: str = "cpu"):
         self.config = config
         self.seed = seed
-        self.rng = np.random.default_rng(seed)
+        self.device = device  # the run's device (`bench run --device`): where models train and samples are drawn
+        self.rng = np.random.default_rng(seed)  # numpy randomness: this generator only, never numpy's global one
         self.simulator_factory = simulator_factory
+        self._torch_generator = None
+
+    @property
+    def torch_generator(self):
+        """A torch Generator on the run's device, seeded from the run's seed (made on first use, so an augmenter
+        that needs no torch never imports it)."""
+        if self._torch_generator is None:
+            import torch
+
+            self._torch_generator = torch.Generator(device=torch.device(self.device)).manual_seed(self.seed)
+        return self._torch_generator
 
     @abc.abstractmethod
     def fit(self, dataset: Dataset) -> None:

@@ -216,3 +216,15 @@ def test_atomic_write_failure_leaves_nothing(tmp_path):
     with pytest.raises(ValueError):
         save_npz(tmp_path / "x.npz", {"a": np.zeros(1000), "b": bad})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_generates_a_missing_named_dataset_on_first_use(tmp_path, results):
+    fresh = tmp_path / "fresh-cache"
+    res = bench("run", "--dataset", "toy-maze", "--task", "1", "--algo", "iql", "--steps", "4", "--eval-episodes",
+                "1", "--device", "cpu:0", "--algo-config", '{"batch_size": 8}', env={"AUGBENCH_CACHE": str(fresh)})
+    assert res.returncode == 0, res.stderr
+    assert "toy-maze: not generated yet; generating toy-maze now" in res.stderr
+    assert (fresh / "datasets" / "toy-maze.npz").exists() and (fresh / "datasets" / "toy-maze-val.npz").exists()
+    again = bench("run", "--dataset", "toy-maze", "--task", "1", "--algo", "iql", "--steps", "4", "--eval-episodes",
+                  "1", "--device", "cpu:0", "--algo-config", '{"batch_size": 8}', env={"AUGBENCH_CACHE": str(fresh)})
+    assert again.returncode == 0 and "generating" not in again.stderr

@@ -78,7 +78,7 @@ def test_run_id_is_stable_and_finished_runs_are_not_repeated(toy_file, results):
     assert a == b and (a / "result.json").stat().st_mtime_ns == mtime
     c, _ = execute(req(seed=1))
     assert c != a
-    assert run_id(plan(req())[0]) == a.name  # recomputed from scratch, same id
+    assert plan(req()).run_id == run_id(plan(req()).config) == a.name  # recomputed from scratch, same id
     d, _ = execute(req(), force=True)
     assert d == a and (a / "result.json").stat().st_mtime_ns != mtime
 
@@ -204,7 +204,7 @@ def test_augmentation_is_cached_and_reused(toy_file, results):
     (dict(algo_config={"expectle": 0.8}), "unknown key 'expectle'.*did you mean 'expectile'"),
     (dict(algo_config={"expectile": "high"}), "'expectile' = 'high' must be a number"),
     (dict(augmenter="noise", augmenter_config={"scale": -1}), "'scale' must be >= 0"),
-    (dict(steps=-5), "--steps: must be at least 1"),
+    (dict(steps=-5), "^'steps' must be at least 1"),
     (dict(mix={"ratio": 1.5}), "'ratio' must be in \\[0, 1\\]"),
     (dict(algo="dt", augmenter="noise"), "not applicable"),
     (dict(task=8), "--task 8.*no such task"),
@@ -243,6 +243,11 @@ def test_cli_bad_input_is_one_line(toy_file, results, tmp_path):
                           "--algo", "iql", "--algo-config", "{not json"], capture_output=True, text=True, env=env)
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode != 0 and len(lines) == 1 and "--algo-config" in lines[0]
+    res = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--dataset", "toy-maze", "--task", "1",
+                          "--algo", "iql", "--steps", "100", "--eval-every", "30"], capture_output=True, text=True,
+                         env=env)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode != 0 and len(lines) == 1 and "--eval-every: 'eval_every' = 30 does not divide" in lines[0]
     assert not results.exists()
 
 
@@ -324,3 +329,55 @@ def test_interrupted_run_resumes_from_its_checkpoint_with_the_same_result(algo, 
     assert [row.split(",")[:4] for row in (full_dir / "curve.csv").read_text().splitlines()] == full_curve
     np.testing.assert_array_equal(final_actions(algo, full_dir, obs), reference)
     assert not (full_dir / "checkpoint.pt").exists() and not list(full_dir.glob("checkpoint-*.model"))
+
+
+def test_an_unreadable_checkpoint_restarts_from_step_0_and_says_so(toy_file, results):
+    r = req(steps=60, eval_every=20)
+    full_dir, full = execute(r)
+    full_curve = [row.split(",")[:4] for row in (full_dir / "curve.csv").read_text().splitlines()]
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_40(step, total, row):
+        if step == 40:
+            raise Killed()
+
+    with pytest.raises(Killed):
+        execute(r, force=True, progress=kill_at_40)
+    (full_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    _, again = execute(r)
+    assert again["resumed_from_step"] == 0 and again["grad_steps"] == 60
+    assert any("could not be read" in w and "restarted from step 0" in w for w in again["warnings"])
+    assert [row.split(",")[:4] for row in (full_dir / "curve.csv").read_text().splitlines()] == full_curve
+
+
+def test_the_runs_device_and_a_seeded_torch_generator_reach_the_augmenter(toy_file, results):
+    import torch
+
+    from methods import AUGMENTERS
+    from methods.base import Augmenter, AugmenterConfig
+
+    seen = {}
+
+    class Probe(Augmenter):
+        name = "device-probe"
+        config_class = AugmenterConfig
+        output = "transitions"
+
+        def fit(self, dataset):
+            self.data = dataset
+            seen["device"] = self.device
+            seen["draw"] = torch.rand(3, generator=self.torch_generator, device=self.device).tolist()
+            seen["generator_device"] = str(self.torch_generator.device)
+
+        def generate(self):
+            rows = self.rng.integers(0, len(self.data), 16)
+            return self.transitions(self.data, rows, np.asarray(self.data.observations)[rows],
+                                    np.asarray(self.data.next_observations)[rows])
+
+    if "device-probe" not in AUGMENTERS.names():
+        AUGMENTERS.register("device-probe")(Probe)
+    execute(req(augmenter="device-probe", device="cpu:0", seed=5))
+    assert seen["device"] == "cpu:0" and seen["generator_device"] == "cpu"
+    assert seen["draw"] == torch.rand(3, generator=torch.Generator().manual_seed(5)).tolist()  # seeded by the run

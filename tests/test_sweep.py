@@ -53,6 +53,8 @@ def write(tmp_path: Path, text: str, name="study.yaml") -> Path:
     (("name: toy-maze", "name: toy-mase"), r"study.yaml:3: unknown dataset 'toy-mase'.*did you mean toy-maze"),
     (("tasks: [1]", "tasks: [9]"), r"study.yaml:3: --task 9.*no such task"),
     (("training: {steps: 10}", "training: {steps: -10}"), r"study.yaml:14: training.steps: Input should be greater"),
+    (("training: {steps: 10}", "training: {steps: 10, eval_every: 3}"),
+     r"study.yaml:14: 'eval_every' = 3 does not divide 'steps' = 10"),
     (("  - name: iql\n    config: {batch_size: 16, hidden_units: [32, 32]}\n", "  - name: dt\n"),
      r"not applicable.*skip_inapplicable: true"),
     (("name: tiny\n", "name: tiny\nfoo: 1\n"), r"study.yaml:2: foo: Extra inputs are not permitted \(allowed: name"),
@@ -237,3 +239,17 @@ def test_one_generation_per_augmentation_even_after_a_killed_holder(tmp_path, to
 
     generated = load(cache_path(cache_key(data.load("toy-maze", 1), "slow", {}, 0)))
     assert len(generated) == 10
+
+
+@pytest.mark.parametrize("study_file", sorted(p.name for p in (Path(__file__).parent.parent / "sweeps").glob("*.yaml")))
+def test_every_shipped_study_dry_runs(study_file, toy_file, results):
+    """Every study under sweeps/ expands and prints its plan, whatever its dataset names hold ('/' in Minari ids),
+    with its datasets present or not."""
+    path = Path(__file__).parent.parent / "sweeps" / study_file
+    res = subprocess.run([sys.executable, "-m", "bench.cli", "sweep", str(path), "--dry-run"], capture_output=True,
+                         text=True, env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    study, runs = sweep.expand(path, load_data=False)
+    assert len(runs) > 0 and all(r.label.startswith(r.request.dataset + "/") for r in runs)
+    assert f"{study.name}:" in res.stdout

@@ -3,7 +3,8 @@
 Names:
 - `toy-maze`: a small medium-maze stitch dataset generated here (CI and the demo); OGBench's own env and loader.
 - any OGBench dataset name (`pointmaze-medium-stitch-v0`, `...-singletask-task2-v0`, ...), read from the OGBench
-  directory; the point-maze ones can be generated here at OGBench's full size with `bench data make`.
+  directory; the point-maze ones can be generated here at OGBench's full size with `bench data make`, and
+  `bench run` / `bench sweep` generate them (and `toy-maze`) on first use when they are missing (`ensure`).
 - `minari:<id>` (or any id with a '/'): a local Minari dataset.
 A task (`--task N`) turns a goal-conditioned OGBench name into its singletask variant.
 """
@@ -11,6 +12,7 @@ A task (`--task N`) turns a goal-conditioned OGBench name into its singletask va
 from __future__ import annotations
 
 import difflib
+import fcntl
 from pathlib import Path
 
 from bench.data import pointmaze
@@ -18,7 +20,8 @@ from bench.data.minari_data import is_minari_name, load_minari, local_ids
 from bench.data.ogbench_data import catalogue, is_ogbench_name, load_ogbench, split_name
 from bench.dataset import Dataset
 from bench.dataset import load as load_file
-from bench.errors import BenchError
+from bench.errors import BenchError, DatasetMissing
+from bench.io import ensure_dir
 from bench.paths import cache_dir, ogbench_dir
 
 # Small named presets generated here; each is an OGBench-format file read by OGBench's loader.
@@ -60,7 +63,7 @@ def load(name: str, task: int | None = None, split: str = "train") -> Dataset:
         cfg = TOY_PRESETS[name]
         path = file_for(name)
         if not path.exists():
-            raise BenchError(f"{path}: dataset '{name}' has not been generated yet; run `bench data make {name}`")
+            raise DatasetMissing(f"{path}: dataset '{name}' has not been generated yet; run `bench data make {name}`")
         return load_ogbench(cfg.ogbench_name, task, path=path, display_name=name, split=split)
     if is_minari_name(name):
         if task is not None:
@@ -69,6 +72,50 @@ def load(name: str, task: int | None = None, split: str = "train") -> Dataset:
     if is_ogbench_name(name):
         return load_ogbench(name, task, split=split)
     raise unknown(name)
+
+
+def make(name: str, cfg: pointmaze.MazeGenConfig | None = None, *, path: Path | None = None,
+         workers: int | None = None, progress=None) -> tuple[Path, int, int, float]:
+    """Generate a dataset the harness makes itself (train and val files, each written atomically):
+    (train path, train rows, val rows, seconds)."""
+    cfg = cfg or resolve_generable(name)
+    path = path or file_for(name)
+    ensure_dir(path.parent)  # an unwritable destination fails now, not after the generation
+    train, val, seconds = pointmaze.generate(cfg, workers=workers, progress=progress)
+    pointmaze.write(train, val, path, cfg, seconds)
+    return path, len(train["terminals"]), len(val["terminals"]), seconds
+
+
+def generable_base(name: str) -> str | None:
+    """The generable file a dataset name reads (`pointmaze-...-singletask-task2-v0` reads its group's file)."""
+    if name in generable():
+        return name
+    if is_ogbench_name(name):
+        base, _ = split_name(name)
+        if base in generable():
+            return base
+    return None
+
+
+def ensure(name: str, say=None) -> bool:
+    """Make a missing dataset that the harness generates itself, on first use (as OGBench downloads its files on
+    first use); True when it generated one.  One process generates, under an flock that dies with its holder;
+    the others wait and then find the file."""
+    base = generable_base(name)
+    if base is None:
+        return False
+    path = file_for(base)
+    if path.exists() and pointmaze.val_path(path).exists():
+        return False
+    ensure_dir(path.parent)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists() and pointmaze.val_path(path).exists():
+            return False
+        if say:
+            say(f"{name}: not generated yet; generating {base} now, once (`bench data make {base}` does the same)")
+        make(base)
+    return True
 
 
 def resolve_generable(name: str) -> pointmaze.MazeGenConfig:

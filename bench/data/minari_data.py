@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.dataset import Dataset, DatasetMeta, ReferenceScores, SimulatorSpec, SpaceSpec
-from bench.errors import BenchError
+from bench.errors import BenchError, DatasetMissing
 from bench.paths import minari_dir
 
 PREFIX = "minari:"
@@ -39,7 +39,7 @@ def load_minari(name: str) -> Dataset:
 
     did = dataset_id(name)
     if did not in local_ids():
-        raise BenchError(f"Minari dataset '{did}' not found in {minari_dir()} (set MINARI_DATASETS_PATH; on a "
+        raise DatasetMissing(f"Minari dataset '{did}' not found in {minari_dir()} (set MINARI_DATASETS_PATH; on a "
                          f"machine with network `minari download {did}` fetches it)")
     try:
         ds = minari.load_dataset(did)

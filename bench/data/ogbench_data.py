@@ -18,7 +18,7 @@ import numpy as np
 
 from bench.data import pointmaze
 from bench.dataset import SCHEMA_VERSION, Dataset, DatasetMeta, ReferenceScores, SimulatorSpec, SpaceSpec, load
-from bench.errors import BenchError
+from bench.errors import BenchError, DatasetMissing
 from bench.io import ensure_dir
 from bench.paths import cache_dir, ogbench_dir
 
@@ -134,7 +134,7 @@ def load_ogbench(
     base, task = split_name(name, task)
     path = Path(path) if path is not None else ogbench_dir() / f"{base}.npz"
     if not path.exists():
-        raise BenchError(missing_file_message(path, base))
+        raise DatasetMissing(missing_file_message(path, base))
     if split not in ("train", "val"):
         raise BenchError(f"--split: must be train or val, got '{split}'")
     if not cache:
