@@ -126,7 +126,7 @@ class DROL(Trainer):
     def build_model(self, dataset) -> None:
         import torch
 
-        from bench.nn import EnsembleMLP, mlp
+        from blocks.nn import EnsembleMLP, mlp
 
         c = self.config
         torch.manual_seed(self.seed)  # the networks' initialisation
@@ -156,7 +156,7 @@ class DROL(Trainer):
         return self.actor(torch.cat([obs, z], dim=-1)).clamp(-1.0, 1.0)
 
     def latents(self, shape: tuple[int, ...], generator):
-        from bench.nn import sample_in_ball
+        from blocks.nn import sample_in_ball
 
         return sample_in_ball(shape, self.radius, generator=generator, device=self.train_gen.device)
 

@@ -274,7 +274,7 @@ def sweep_cmd(
     states = sweep.run_states()
     todo = sweep.select(runs, states, force, retry_failed, only)
     counts = sweep.describe(runs, states)
-    augs = len({r.aug_key or r.label for r in todo if r.request.augmenter != "none"})
+    augs = len(sweep.distinct_augmentations(todo))
     table = Table(title=f"{study.name}: {counts['runs']} runs ({counts['not applicable']} not applicable), "
                         f"{len(todo)} to run, {augs} augmentations")
     for col in ("dataset", "task", "augmenter", "algo", "seed", "state"):
@@ -326,7 +326,7 @@ def status_cmd(file: Path = typer.Argument(..., help="Study file.")):
     study, runs = sweep.expand(file)
     states = sweep.run_states()
     counts = sweep.describe(runs, states)
-    keys = {r.aug_key for r in runs if r.applicable and r.request.augmenter != "none" and r.aug_key}
+    keys = set(sweep.distinct_augmentations(runs))
     done_augs = sum(cache_path(k).exists() for k in keys)
     out.print(f"{study.name}: augmentation {done_augs}/{len(keys)} done; training " +
               ", ".join(f"{k} {v}" for k, v in counts.items()) + " (incomplete = running now, or interrupted "

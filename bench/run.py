@@ -232,90 +232,116 @@ def _drop_checkpoints(run_dir: Path) -> None:
         p.unlink(missing_ok=True)
 
 
+@dataclass
+class _Progress:
+    """Where a run stands: the trainer, and what its checkpoint (if any) gave back."""
+
+    trainer: Any
+    start: int = 0
+    curve: list = field(default_factory=list)
+    train_seconds: float = 0.0
+    warnings: list = field(default_factory=list)
+
+
+def _start_or_resume(p: Plan, req: RunRequest, generated, run_dir: Path, force: bool) -> _Progress:
+    """A built trainer, resumed from the run's checkpoint when there is a readable one."""
+    r = p.resolved
+
+    def new_trainer():
+        t = r.algo_cls(r.algo_config, seed=req.seed, device=p.device)
+        t.build(p.dataset, generated, r.mix)
+        return t
+
+    state = _Progress(new_trainer())
+    if force:
+        _drop_checkpoints(run_dir)
+        return state
+    try:
+        resumed = _load_checkpoint(run_dir, state.trainer)
+    except CheckpointUnreadable as e:
+        state.warnings.append(f"the checkpoint in {run_dir} could not be read ({e}); the run restarted from step 0")
+        print(f"warning: {state.warnings[-1]}", file=sys.stderr, flush=True)
+        _drop_checkpoints(run_dir)
+        state.trainer, resumed = new_trainer(), None  # nothing half-loaded
+    if resumed:
+        state.start, state.curve, state.train_seconds = resumed
+    return state
+
+
+def _train_and_evaluate(p: Plan, req: RunRequest, state: _Progress, run_dir: Path, t_start: float,
+                        progress) -> None:
+    """Train in chunks of `eval_every` steps, evaluating, writing the curve and checkpointing after each."""
+    from bench.evaluate import evaluate
+
+    every, trainer = p.config["eval_every"], state.trainer
+    for step in range(state.start + every, req.steps + 1, every):
+        t0 = time.perf_counter()
+        trainer.train(every)
+        state.train_seconds += time.perf_counter() - t0
+        ev = evaluate(trainer, p.dataset.meta, req.eval_episodes, seed=req.seed)
+        state.curve.append({"step": step, "score": round(ev["score"], 6),
+                            "success_rate": round(ev["success_rate"], 6), "return": round(ev["return"], 6),
+                            "wall_s": round(time.perf_counter() - t_start, 3)})
+        _write_curve(run_dir / "curve.csv", state.curve)
+        if step < req.steps:
+            _save_checkpoint(run_dir, trainer, step, state.curve, state.train_seconds)
+        if progress:
+            progress(step, req.steps, state.curve[-1])
+    if trainer.grad_steps != req.steps:
+        raise BenchError(f"{req.algo}: {trainer.grad_steps} gradient steps ran, {req.steps} were asked for")
+
+
+def _result(p: Plan, req: RunRequest, state: _Progress, augmentation: dict, t_start: float) -> dict:
+    trainer, curve = state.trainer, state.curve
+    last3 = [r["score"] for r in curve[-3:]]
+    return {
+        "run_id": p.run_id,
+        "status": "done",
+        "dataset": req.dataset, "task": req.task, "augmenter": req.augmenter, "algo": req.algo,
+        "preset": p.resolved.algo_config.preset, "seed": req.seed,
+        "score": curve[-1]["score"],
+        "score_last3_mean": sum(last3) / len(last3),
+        "metric": "success rate (%)" if p.dataset.meta.source == "ogbench" else "normalized score (x100)",
+        "grad_steps": trainer.grad_steps,
+        "resumed_from_step": state.start,
+        "grad_steps_per_s": trainer.grad_steps / state.train_seconds if state.train_seconds > 0 else None,
+        "wall_s": time.perf_counter() - t_start,
+        "augmentation": augmentation,
+        "device": p.device, "device_name": provenance.device_name(p.device),
+        "versions": provenance.package_versions(),
+        "git": provenance.git_state(),
+        "warnings": state.warnings + trainer.warnings,
+        "config": p.config,
+    }
+
+
 def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, dict | None], None] | None = None,
             root: Path | None = None, planned: Plan | None = None) -> tuple[Path, dict]:
     """Do the run (or find it done); returns (run directory, result).  `planned` is `plan(req)` if the caller
     already made it."""
     from bench.augment import augment
-    from bench.evaluate import evaluate
 
     p = planned or plan(req)
-    config, dataset, device = p.config, p.dataset, p.device
-    aug_cfg, algo_cls, algo_cfg, mix = p.resolved.aug_config, p.resolved.algo_cls, p.resolved.algo_config, \
-        p.resolved.mix
-    rid = p.run_id
-    run_dir = (root or results_root()) / "runs" / rid
+    run_dir = (root or results_root()) / "runs" / p.run_id
     result_path = run_dir / "result.json"
     if result_path.exists() and not force:
         return run_dir, json.loads(result_path.read_text())
     ensure_dir(run_dir)
     if force:
         result_path.unlink(missing_ok=True)
-    write_json(run_dir / "config.json", {"run_id": rid, **config})
+    write_json(run_dir / "config.json", {"run_id": p.run_id, **p.config})
 
     t_start = time.perf_counter()
-    generated, aug_key, from_cache = augment(dataset, req.augmenter, aug_cfg, req.seed, device)
-
-    def new_trainer():
-        t = algo_cls(algo_cfg, seed=req.seed, device=device)
-        t.build(dataset, generated, mix)
-        return t
-
-    trainer = new_trainer()
-    every = config["eval_every"]
-    curve, train_seconds, start, run_warnings = [], 0.0, 0, []
-    if force:
-        _drop_checkpoints(run_dir)
-    else:
-        try:
-            resumed = _load_checkpoint(run_dir, trainer)
-        except CheckpointUnreadable as e:
-            run_warnings.append(f"the checkpoint in {run_dir} could not be read ({e}); the run restarted from "
-                                f"step 0")
-            print(f"warning: {run_warnings[-1]}", file=sys.stderr, flush=True)
-            _drop_checkpoints(run_dir)
-            trainer, resumed = new_trainer(), None  # nothing half-loaded
-        if resumed:
-            start, curve, train_seconds = resumed
-    for step in range(start + every, req.steps + 1, every):
-        t0 = time.perf_counter()
-        trainer.train(every)
-        train_seconds += time.perf_counter() - t0
-        ev = evaluate(trainer, dataset.meta, req.eval_episodes, seed=req.seed)
-        curve.append({"step": step, "score": round(ev["score"], 6), "success_rate": round(ev["success_rate"], 6),
-                      "return": round(ev["return"], 6), "wall_s": round(time.perf_counter() - t_start, 3)})
-        _write_curve(run_dir / "curve.csv", curve)
-        if step < req.steps:
-            _save_checkpoint(run_dir, trainer, step, curve, train_seconds)
-        if progress:
-            progress(step, req.steps, curve[-1])
-    if trainer.grad_steps != req.steps:
-        raise BenchError(f"{req.algo}: {trainer.grad_steps} gradient steps ran, {req.steps} were asked for")
+    generated, aug_key, from_cache = augment(p.dataset, req.augmenter, p.resolved.aug_config, req.seed, p.device)
+    state = _start_or_resume(p, req, generated, run_dir, force)
+    _train_and_evaluate(p, req, state, run_dir, t_start, progress)
+    trainer = state.trainer
     tmp = run_dir / f".{trainer.policy_filename}.tmp"
     trainer.save(tmp)
     os.replace(tmp, run_dir / trainer.policy_filename)
     _drop_checkpoints(run_dir)
-    last3 = [r["score"] for r in curve[-3:]]
-    result = {
-        "run_id": rid,
-        "status": "done",
-        "dataset": req.dataset, "task": req.task, "augmenter": req.augmenter, "algo": req.algo,
-        "preset": algo_cfg.preset, "seed": req.seed,
-        "score": curve[-1]["score"],
-        "score_last3_mean": sum(last3) / len(last3),
-        "metric": "success rate (%)" if dataset.meta.source == "ogbench" else "normalized score (x100)",
-        "grad_steps": trainer.grad_steps,
-        "resumed_from_step": start,
-        "grad_steps_per_s": trainer.grad_steps / train_seconds if train_seconds > 0 else None,
-        "wall_s": time.perf_counter() - t_start,
-        "augmentation": {"cache_key": aug_key, "from_cache": from_cache,
-                         "generated": 0 if generated is None else len(generated), "kind":
-                         None if generated is None else generated.meta.kind},
-        "device": device, "device_name": provenance.device_name(device),
-        "versions": provenance.package_versions(),
-        "git": provenance.git_state(),
-        "warnings": run_warnings + trainer.warnings,
-        "config": config,
-    }
+    result = _result(p, req, state, {"cache_key": aug_key, "from_cache": from_cache,
+                                     "generated": 0 if generated is None else len(generated),
+                                     "kind": None if generated is None else generated.meta.kind}, t_start)
     write_json(result_path, result)
     return run_dir, result

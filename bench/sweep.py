@@ -179,6 +179,14 @@ def _model_at(loc) -> type[BaseModel] | None:
 
 
 # ------------------------------------------------------------------------------------------ expansion
+def _request(study: Study, dataset: str, task: int | None, a: AugmenterEntry, g: AlgoEntry, seed: int) -> RunRequest:
+    """The one place a study entry becomes a run request."""
+    return RunRequest(dataset=dataset, task=task, algo=g.name, augmenter=a.name, seed=seed,
+                      steps=study.training.steps, eval_every=study.training.eval_every,
+                      eval_episodes=study.evaluation.episodes, augmenter_config=a.config, algo_config=g.config,
+                      mix=study.mix.model_dump(), device=study.device)
+
+
 # A run field -> where a study file sets it.
 _STUDY_FIELDS = {"steps": ("training", "steps"), "eval_every": ("training", "eval_every"),
                  "eval_episodes": ("evaluation", "episodes")}
@@ -228,12 +236,8 @@ def expand(path: Path | str, load_data: bool = True) -> tuple[Study, list[Planne
     aug_dicts: dict[int, dict] = {}
     for ai, a in enumerate(study.augmenters):
         for gi, g in enumerate(study.algos):
-            req = RunRequest(dataset="-", algo=g.name, augmenter=a.name, steps=study.training.steps,
-                             eval_every=study.training.eval_every, eval_episodes=study.evaluation.episodes,
-                             augmenter_config=a.config, algo_config=g.config, mix=study.mix.model_dump(),
-                             device=study.device)
             try:
-                pairs[ai, gi] = check_request(req)
+                pairs[ai, gi] = check_request(_request(study, "-", None, a, g, 0))
                 aug_dicts[ai] = pairs[ai, gi].aug_config.to_dict()
             except NotApplicable as e:
                 if not study.skip_inapplicable:
@@ -260,10 +264,7 @@ def expand(path: Path | str, load_data: bool = True) -> tuple[Study, list[Planne
                 for gi, g in enumerate(study.algos):
                     resolved = pairs[ai, gi]
                     for seed in study.seeds:
-                        req = RunRequest(dataset=d.name, task=task, algo=g.name, augmenter=a.name, seed=seed,
-                                         steps=study.training.steps, eval_every=study.training.eval_every,
-                                         eval_episodes=study.evaluation.episodes, augmenter_config=a.config,
-                                         algo_config=g.config, mix=study.mix.model_dump(), device=study.device)
+                        req = _request(study, d.name, task, a, g, seed)
                         labels = dict(augmenter_label=a.label or a.name, algo_label=g.label or g.name)
                         if isinstance(resolved, BenchError):
                             runs.append(PlannedRun(req, **labels, run_id=None, aug_key=None, applicable=False))
@@ -301,6 +302,20 @@ def select(runs: list[PlannedRun], states: dict[str, str], force: bool, retry_fa
         if force or state in ("pending", "incomplete") or (state == "failed" and retry_failed):
             todo.append(r)
     return todo
+
+
+def distinct_augmentations(runs: list[PlannedRun]) -> dict[str, RunRequest]:
+    """One request per distinct augmentation among `runs`, keyed by its cache key (dataset content, augmenter
+    config, seed), or by (dataset, task, augmenter label, seed) while the dataset is not there yet; runs whose
+    augmenter declares no output (`none`) need none."""
+    from methods import AUGMENTERS
+
+    out: dict[str, RunRequest] = {}
+    for r in runs:
+        q = r.request
+        if r.applicable and AUGMENTERS.get(q.augmenter).output != "none":
+            out.setdefault(r.aug_key or f"{q.dataset}/{q.task}/{r.augmenter_label}/{q.seed}", q)
+    return out
 
 
 # ------------------------------------------------------------------------------------------ workers
@@ -346,10 +361,7 @@ def _init_worker(threads: int) -> None:
 def run_local(todo: list[PlannedRun], workers: int, force: bool, progress=None, in_process: bool = False) -> dict:
     """Stage 1: distinct augmentations; stage 2: training runs.  Returns counts and failures."""
     root = str(results_root().resolve())
-    augs = {}
-    for r in todo:
-        if r.request.augmenter != "none":
-            augs.setdefault(r.aug_key or r.label, r.request)
+    augs = distinct_augmentations(todo)
     counts = {"done": 0, "failed": 0, "augmentations": len(augs)}
     failures: list[tuple[str, str]] = []
     if in_process:
@@ -515,10 +527,7 @@ def run_slurm(study: Study, todo: list[PlannedRun], force: bool, progress=None, 
     counts = {"done": 0, "failed": 0, "augmentations": 0}
     failures: list[tuple[str, str]] = []
 
-    augs: dict[str, RunRequest] = {}
-    for r in todo:
-        if r.request.augmenter != "none":
-            augs.setdefault(r.aug_key or r.label, r.request)
+    augs = distinct_augmentations(todo)
     counts["augmentations"] = len(augs)
     if augs:
         aug_jobs = _submit(executor, _augment_many, [([req],) for req in augs.values()], s.max_array_size)

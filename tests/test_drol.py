@@ -9,7 +9,7 @@ import torch
 from algos import TRAINERS
 from algos.base import resolve
 from algos.drol import PRESETS, preset_warning
-from bench.nn import sample_in_ball
+from blocks.nn import sample_in_ball
 
 SMALL = {"actor_hidden_units": [32, 32], "critic_hidden_units": [32, 32], "batch_size": 64}
 

@@ -286,7 +286,7 @@ def final_actions(algo: str, run_dir, obs):
     if algo == "drol":
         import torch
 
-        from bench.nn import mlp
+        from blocks.nn import mlp
 
         state = torch.load(run_dir / "policy.pt", weights_only=False)
         actor = mlp(state["obs_dim"] + state["action_dim"], state["config"]["actor_hidden_units"],
@@ -304,6 +304,23 @@ def final_actions(algo: str, run_dir, obs):
     return policy.predict(obs)
 
 
+def curve_rows(run_dir) -> list[list[str]]:
+    return [row.split(",")[:4] for row in (run_dir / "curve.csv").read_text().splitlines()]  # wall time differs
+
+
+def interrupt_at(r: RunRequest, step: int) -> None:
+    """Run `r` again from scratch and stop it right after the evaluation at `step` (its checkpoint saved)."""
+    class Killed(Exception):
+        pass
+
+    def kill(at, total, row):
+        if at == step:
+            raise Killed()
+
+    with pytest.raises(Killed):
+        execute(r, force=True, progress=kill)
+
+
 @pytest.mark.parametrize("algo", ["iql", "td3bc", "drol", "dt"])
 def test_interrupted_run_resumes_from_its_checkpoint_with_the_same_result(algo, toy_file, results):
     from bench import data
@@ -312,21 +329,13 @@ def test_interrupted_run_resumes_from_its_checkpoint_with_the_same_result(algo, 
     r = req(algo=algo, steps=60, eval_every=20, algo_config={**TINY[algo], "batch_size": 32})
     full_dir, full = execute(r)
     reference = final_actions(algo, full_dir, obs)
-    full_curve = [row.split(",")[:4] for row in (full_dir / "curve.csv").read_text().splitlines()]
+    full_curve = curve_rows(full_dir)
 
-    class Killed(Exception):
-        pass
-
-    def kill_at_40(step, total, row):
-        if step == 40:
-            raise Killed()
-
-    with pytest.raises(Killed):
-        execute(r, force=True, progress=kill_at_40)
+    interrupt_at(r, 40)
     assert not (full_dir / "result.json").exists() and (full_dir / "checkpoint.pt").exists()
     _, resumed = execute(r)
     assert resumed["resumed_from_step"] == 40 and resumed["grad_steps"] == 60
-    assert [row.split(",")[:4] for row in (full_dir / "curve.csv").read_text().splitlines()] == full_curve
+    assert curve_rows(full_dir) == full_curve
     np.testing.assert_array_equal(final_actions(algo, full_dir, obs), reference)
     assert not (full_dir / "checkpoint.pt").exists() and not list(full_dir.glob("checkpoint-*.model"))
 
@@ -334,22 +343,14 @@ def test_interrupted_run_resumes_from_its_checkpoint_with_the_same_result(algo, 
 def test_an_unreadable_checkpoint_restarts_from_step_0_and_says_so(toy_file, results):
     r = req(steps=60, eval_every=20)
     full_dir, full = execute(r)
-    full_curve = [row.split(",")[:4] for row in (full_dir / "curve.csv").read_text().splitlines()]
+    full_curve = curve_rows(full_dir)
 
-    class Killed(Exception):
-        pass
-
-    def kill_at_40(step, total, row):
-        if step == 40:
-            raise Killed()
-
-    with pytest.raises(Killed):
-        execute(r, force=True, progress=kill_at_40)
+    interrupt_at(r, 40)
     (full_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
     _, again = execute(r)
     assert again["resumed_from_step"] == 0 and again["grad_steps"] == 60
     assert any("could not be read" in w and "restarted from step 0" in w for w in again["warnings"])
-    assert [row.split(",")[:4] for row in (full_dir / "curve.csv").read_text().splitlines()] == full_curve
+    assert curve_rows(full_dir) == full_curve
 
 
 def test_the_runs_device_and_a_seeded_torch_generator_reach_the_augmenter(toy_file, results):
