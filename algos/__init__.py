@@ -5,6 +5,6 @@ Third-party trainers register under the entry-point group `augbench.trainers`.
 
 from bench.registry import Registry
 
-TRAINERS: Registry = Registry("trainer", "augbench.trainers")
-
-from algos import cql, drol, dt, iql, td3bc  # noqa: E402,F401  (register the built-in trainers)
+# The built-in trainers, imported on the first look-up (each registers itself under its class's `name`).
+TRAINERS: Registry = Registry("trainer", "augbench.trainers",
+                              modules=("algos.cql", "algos.drol", "algos.dt", "algos.iql", "algos.td3bc"))

@@ -14,6 +14,9 @@ PRESETS = {
     "locomotion": dict(conservative_weight=5.0, gamma=0.99),
     "maze": dict(conservative_weight=5.0, gamma=0.99),
     "giant-maze": dict(conservative_weight=5.0, gamma=0.995),
+    # Not a published setting: a tiny model for CPU smoke tests and the contract tester.
+    "cpu-smoke": dict(conservative_weight=5.0, gamma=0.99, hidden_units=(32, 32), n_action_samples=2,
+                      batch_size=32),
 }
 
 
@@ -29,7 +32,7 @@ class CQLTrainerConfig(TrainerConfig):
     hidden_units: list[int] = (256, 256, 256)
 
 
-@TRAINERS.register("cql")
+@TRAINERS.register
 class CQL(D3rlpyTrainer):
     name = "cql"
     config_class = CQLTrainerConfig

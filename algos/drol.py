@@ -70,6 +70,8 @@ PRESETS = {
     "default": {},
     **{name: values for name, (_, values) in PUBLISHED.items()},
     **{f"{name}-tuned": {**PUBLISHED[name][1], **k} for name, k in TUNED.items()},
+    # Not a published setting: a tiny model for CPU smoke tests and the contract tester.
+    "cpu-smoke": dict(actor_hidden_units=(32, 32), critic_hidden_units=(32, 32), num_candidates=4, batch_size=32),
 }
 
 
@@ -104,6 +106,8 @@ class DROLTrainerConfig(TrainerConfig):
 
 def preset_warning(preset: str, dataset_name: str) -> str | None:
     """The line a run records when its preset was not published for its dataset (None when it was)."""
+    if preset == "cpu-smoke":
+        return "drol: preset 'cpu-smoke' is a tiny model for CPU smoke tests, not a published setting"
     matching = [n for n, (pattern, _) in PUBLISHED.items() if re.search(pattern, dataset_name)]
     base = preset.removesuffix("-tuned")
     if base in PUBLISHED:
@@ -116,7 +120,7 @@ def preset_warning(preset: str, dataset_name: str) -> str | None:
            f"(the authors' get_config: bc_coef 1.0, K 16, mean target, gamma 0.99) with this run's overrides"
 
 
-@TRAINERS.register("drol")
+@TRAINERS.register
 class DROL(Trainer):
     name = "drol"
     config_class = DROLTrainerConfig
@@ -236,7 +240,7 @@ class DROL(Trainer):
         import torch
 
         with torch.no_grad():
-            obs = torch.as_tensor(np.asarray(observation, np.float32).reshape(1, -1), device=self.train_gen.device)
+            obs = torch.as_tensor(np.array(observation, np.float32).reshape(1, -1), device=self.train_gen.device)
             if self.config.eval_latent == "zero":
                 z = torch.zeros(1, self.action_dim, device=obs.device)
             else:

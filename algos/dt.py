@@ -46,7 +46,7 @@ class DTTrainerConfig(TrainerConfig):
     target_return: float | None = None  # None: the highest episode return in the training data
 
 
-@TRAINERS.register("dt")
+@TRAINERS.register
 class DecisionTransformer(D3rlpyTrainer):
     name = "dt"
     config_class = DTTrainerConfig

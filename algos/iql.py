@@ -14,6 +14,8 @@ PRESETS = {
     "locomotion": dict(expectile=0.7, weight_temp=3.0, gamma=0.99),
     "maze": dict(expectile=0.9, weight_temp=10.0, gamma=0.99),
     "giant-maze": dict(expectile=0.9, weight_temp=10.0, gamma=0.995),  # OGBench hyperparameters.sh: giant
+    # Not a published setting: a tiny model for CPU smoke tests and the contract tester.
+    "cpu-smoke": dict(expectile=0.9, weight_temp=10.0, gamma=0.99, hidden_units=(32, 32), batch_size=32),
 }
 
 
@@ -29,7 +31,7 @@ class IQLTrainerConfig(TrainerConfig):
     hidden_units: list[int] = (256, 256)
 
 
-@TRAINERS.register("iql")
+@TRAINERS.register
 class IQL(D3rlpyTrainer):
     name = "iql"
     config_class = IQLTrainerConfig

@@ -14,6 +14,8 @@ PRESETS = {
     "locomotion": dict(alpha=2.5, gamma=0.99),
     "maze": dict(alpha=2.5, gamma=0.99),
     "giant-maze": dict(alpha=2.5, gamma=0.995),
+    # Not a published setting: a tiny model for CPU smoke tests and the contract tester.
+    "cpu-smoke": dict(alpha=2.5, gamma=0.99, hidden_units=(32, 32), batch_size=32),
 }
 
 
@@ -31,7 +33,7 @@ class TD3BCTrainerConfig(TrainerConfig):
     hidden_units: list[int] = (256, 256)
 
 
-@TRAINERS.register("td3bc")
+@TRAINERS.register
 class TD3BC(D3rlpyTrainer):
     name = "td3bc"
     config_class = TD3BCTrainerConfig

@@ -5,6 +5,5 @@ Third-party augmenters register under the entry-point group `augbench.augmenters
 
 from bench.registry import Registry
 
-AUGMENTERS: Registry = Registry("augmenter", "augbench.augmenters")
-
-from methods import noise, none  # noqa: E402,F401  (register the built-in augmenters)
+# The built-in augmenters, imported on the first look-up (each registers itself under its class's `name`).
+AUGMENTERS: Registry = Registry("augmenter", "augbench.augmenters", modules=("methods.noise", "methods.none"))

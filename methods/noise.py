@@ -28,7 +28,7 @@ class NoiseConfig(AugmenterConfig):
             raise BenchError(f"{where}: 'size' must be > 0, got {self.size}")
 
 
-@AUGMENTERS.register("noise")
+@AUGMENTERS.register
 class GaussianStateNoise(Augmenter):
     name = "noise"
     config_class = NoiseConfig

@@ -14,7 +14,7 @@ class NoneConfig(AugmenterConfig):
     """No options."""
 
 
-@AUGMENTERS.register("none")
+@AUGMENTERS.register
 class NoAugmentation(Augmenter):
     name = "none"
     config_class = NoneConfig

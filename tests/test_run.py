@@ -378,7 +378,7 @@ def test_the_runs_device_and_a_seeded_torch_generator_reach_the_augmenter(toy_fi
                                     np.asarray(self.data.next_observations)[rows])
 
     if "device-probe" not in AUGMENTERS.names():
-        AUGMENTERS.register("device-probe")(Probe)
+        AUGMENTERS.register(Probe)
     execute(req(augmenter="device-probe", device="cpu:0", seed=5))
     assert seen["device"] == "cpu:0" and seen["generator_device"] == "cpu"
     assert seen["draw"] == torch.rand(3, generator=torch.Generator().manual_seed(5)).tolist()  # seeded by the run
