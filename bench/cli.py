@@ -200,10 +200,18 @@ def run_cmd(
         bar = prog.add_task(f"{algo} on {dataset}" + (f" task {task}" if task else "") + f" ({augmenter})",
                             total=steps, last="")
 
+        fit_bar = []
+
+        def fit_report(done, total):  # the augmenter's fit, when it has one to run
+            if not fit_bar:
+                fit_bar.append(prog.add_task(f"fit {augmenter}", total=total, last=""))
+            prog.update(fit_bar[0], completed=done, total=total)
+
         def report(step, total, row):
             prog.update(bar, completed=step, last=f"score {row['score']:.1f}" if row else "")
 
-        run_dir, result = execute(req, force=force, progress=report, root=results_dir, planned=planned)
+        run_dir, result = execute(req, force=force, progress=report, root=results_dir, planned=planned,
+                                  aug_progress=fit_report)
     out.print(f"{result['metric']}: {result['score']:.1f} at step {result['grad_steps']} "
               f"(mean of the last three evaluations {result['score_last3_mean']:.1f}); "
               f"{(result['grad_steps_per_s'] or 0):.0f} gradient steps/s on {result['device']}", soft_wrap=True)

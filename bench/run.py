@@ -316,9 +316,10 @@ def _result(p: Plan, req: RunRequest, state: _Progress, augmentation: dict, t_st
 
 
 def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, dict | None], None] | None = None,
-            root: Path | None = None, planned: Plan | None = None) -> tuple[Path, dict]:
+            root: Path | None = None, planned: Plan | None = None,
+            aug_progress: Callable[[int, int], None] | None = None) -> tuple[Path, dict]:
     """Do the run (or find it done); returns (run directory, result).  `planned` is `plan(req)` if the caller
-    already made it."""
+    already made it; `aug_progress(done, total)` hears the augmenter's fit (default: log lines on stderr)."""
     from bench.augment import augment
 
     p = planned or plan(req)
@@ -332,7 +333,8 @@ def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, 
     write_json(run_dir / "config.json", {"run_id": p.run_id, **p.config})
 
     t_start = time.perf_counter()
-    generated, aug_key, from_cache = augment(p.dataset, req.augmenter, p.resolved.aug_config, req.seed, p.device)
+    generated, aug_key, from_cache = augment(p.dataset, req.augmenter, p.resolved.aug_config, req.seed, p.device,
+                                             progress=aug_progress)
     state = _start_or_resume(p, req, generated, run_dir, force)
     _train_and_evaluate(p, req, state, run_dir, t_start, progress)
     trainer = state.trainer

@@ -3,18 +3,32 @@
 `generate()` returns a canonical Dataset of generated data only (or None when the augmenter makes none), whose
 `meta.kind` says whether it holds `transitions` or `trajectories`, and whose per-step provenance names the
 augmenter (`meta.origins`) and the source episode(s) each step came from.  Mixing with the original data is
-the trainer side's job (bench.mixing).
+the trainer side's job (bench.batches).
 
 The constructor receives the run's seed (`self.rng`, a numpy Generator; `self.torch_generator`, a torch Generator
-on the run's device) and the run's device (`self.device`).  Augmenters see only the dataset.  One that needs the true simulator (none of the published methods do; the
-dynamics-violation measurement will) sets `needs_simulator = True` and receives `simulator_factory`, a
-callable returning a fresh environment built from `dataset.meta.simulator`.
+on the run's device) and the run's device (`self.device`).  Augmenters see only the dataset.  One that needs
+the true simulator (none of the published methods do; the dynamics-violation measurement will) sets
+`needs_simulator = True` and receives `simulator_factory`, a callable returning a fresh environment built from
+`dataset.meta.simulator`.
+
+Fitting and sampling are cached apart (bench.augment):
+- the fitted model, keyed by (data hash, augmenter, the config without its `sample_fields`, seed), is what
+  `fitted_state()` returns after `fit`; `load_fitted(dataset, state)` puts it back without fitting again (the
+  default fits again: an augmenter with nothing costly to fit need not implement either);
+- the generated data, keyed by that and the sample fields and `sample_seed` (None: the run's seed).  Before
+  `generate()` the harness calls `begin_sampling(sample_seed)`, which reseeds `self.rng` and
+  `self.torch_generator` from it, so asking for more samples or another sample seed never refits, and a cached
+  fit samples exactly as a fresh one.
+A long fit calls `self.report(done, total)` (a progress bar in the CLI, a log line on SLURM) and, every so often,
+`self.save_fit_checkpoint(state)`; it starts with `state = self.fit_checkpoint()` (None on a fresh start), so a
+killed or requeued augmentation job resumes its fit instead of starting again.
 """
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, ClassVar, Literal
 
 import numpy as np
@@ -25,7 +39,7 @@ from bench.dataset import Dataset
 
 @dataclass
 class AugmenterConfig(Config):
-    pass
+    sample_seed: int | None = None  # seed of the generation; None: the run's seed (a new one reuses the fit)
 
 
 class Augmenter(abc.ABC):
@@ -33,6 +47,7 @@ class Augmenter(abc.ABC):
     config_class: ClassVar[type[AugmenterConfig]] = AugmenterConfig
     output: ClassVar[Literal["transitions", "trajectories", "none"]]
     needs_simulator: ClassVar[bool] = False
+    sample_fields: ClassVar[tuple[str, ...]] = ()  # config fields that change the sampling only, not the fit
 
     def __init__(self, config: AugmenterConfig, seed: int, simulator_factory: Callable | None = None,
                  device: str = "cpu"):
@@ -42,6 +57,9 @@ class Augmenter(abc.ABC):
         self.rng = np.random.default_rng(seed)  # numpy randomness: this generator only, never numpy's global one
         self.simulator_factory = simulator_factory
         self._torch_generator = None
+        # Set by the harness (bench.augment) before `fit`: where fit checkpoints go, and who hears progress.
+        self.checkpoint_path: Path | None = None
+        self.on_progress: Callable[[int, int], None] | None = None
 
     @property
     def torch_generator(self):
@@ -50,7 +68,8 @@ class Augmenter(abc.ABC):
         if self._torch_generator is None:
             import torch
 
-            self._torch_generator = torch.Generator(device=torch.device(self.device)).manual_seed(self.seed)
+            seed = getattr(self, "_torch_seed", self.seed)
+            self._torch_generator = torch.Generator(device=torch.device(self.device)).manual_seed(seed)
         return self._torch_generator
 
     @abc.abstractmethod
@@ -60,6 +79,47 @@ class Augmenter(abc.ABC):
     @abc.abstractmethod
     def generate(self) -> Dataset | None:
         """The generated data (a canonical Dataset with provenance), or None for no data."""
+
+    # -- the fitted model, cached apart from the samples ------------------------------------------------------
+    def fitted_state(self) -> dict:
+        """What `generate` needs besides the dataset, after `fit` (arrays, tensors, state dicts)."""
+        return {}
+
+    def load_fitted(self, dataset: Dataset, state: dict) -> None:
+        """Put back a fitted model from `fitted_state()`; the default fits again."""
+        self.fit(dataset)
+
+    def begin_sampling(self, sample_seed: int) -> None:
+        """Reseed the generators for `generate` (the harness calls this, with `sample_seed` or the run's seed)."""
+        self.rng = np.random.default_rng(sample_seed)
+        self._torch_seed, self._torch_generator = sample_seed, None  # made again, from this seed, on first use
+
+    # -- progress and fit checkpoints -------------------------------------------------------------------------
+    def report(self, done: int, total: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(done, total)
+
+    def save_fit_checkpoint(self, state: dict) -> None:
+        """Save the fit's state (atomically); a later `fit` of the same model resumes from it."""
+        if self.checkpoint_path is None:
+            return
+        import torch
+
+        from bench.io import atomic_open
+
+        with atomic_open(self.checkpoint_path, "wb") as f:
+            torch.save(state, f)
+
+    def fit_checkpoint(self) -> dict | None:
+        """The state of an interrupted fit of this same model, or None (a fresh start, or an unreadable file)."""
+        if self.checkpoint_path is None or not self.checkpoint_path.exists():
+            return None
+        import torch
+
+        try:
+            return torch.load(self.checkpoint_path, weights_only=False)
+        except Exception:  # noqa: BLE001  (a torn or foreign file: fit from the start)
+            return None
 
     def transitions(self, source: Dataset, rows: np.ndarray, observations: np.ndarray,
                     next_observations: np.ndarray, actions: np.ndarray | None = None,

@@ -33,11 +33,18 @@ class GaussianStateNoise(Augmenter):
     name = "noise"
     config_class = NoiseConfig
     output = "transitions"
+    sample_fields = ("scale", "size")  # the fit (each dimension's std) depends on neither
 
     def fit(self, dataset: Dataset) -> None:
         self.data = dataset
         obs = np.asarray(dataset.observations, np.float64)
         self.std = obs.std(axis=0).astype(np.float32)
+
+    def fitted_state(self) -> dict:
+        return {"std": self.std}
+
+    def load_fitted(self, dataset: Dataset, state: dict) -> None:
+        self.data, self.std = dataset, np.asarray(state["std"], np.float32)
 
     def generate(self) -> Dataset:
         ds, cfg = self.data, self.config

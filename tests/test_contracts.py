@@ -122,3 +122,105 @@ def test_augmenter_contract(name, toy, tmp_path):
     fresh = cls(cfg, seed=3)  # same seed, same content, built outside the cache
     fresh.fit(toy)
     assert fresh.generate().meta.content_hash == generated.meta.content_hash
+
+
+@pytest.mark.parametrize("name", AUGMENTERS.names())
+def test_augmenter_fitted_state_round_trip_and_sampling_reuses_the_fit(name, toy, tmp_path):
+    """A model put back from `fitted_state()` samples exactly as the fitted one; changing only a sample field
+    (or the sample seed) reuses the cached fit and changes the samples."""
+    from dataclasses import replace
+
+    from bench.augment import augment, fitted_path, fit_key
+
+    cls = AUGMENTERS.get(name)
+    if cls.output == "none":
+        return
+    cfg = cls.config_class()
+    fitted = cls(cfg, seed=1)
+    fitted.fit(toy)
+    put_back = cls(cfg, seed=1)
+    put_back.load_fitted(toy, fitted.fitted_state())
+    for a in (fitted, put_back):
+        a.begin_sampling(9)
+    assert fitted.generate().meta.content_hash == put_back.generate().meta.content_hash
+    first, _, _ = augment(toy, name, cfg, seed=1)
+    model = fitted_path(fit_key(toy, name, cfg.to_dict(), 1, cls.sample_fields))
+    assert model.exists()
+    stamp = model.stat().st_mtime_ns
+    variants = [replace(cfg, sample_seed=7)] + [replace(cfg, **{f: _other(getattr(cfg, f))}) for f in cls.sample_fields]
+    for variant in variants:
+        other, _, cached = augment(toy, name, variant, seed=1)
+        assert not cached and other.meta.content_hash != first.meta.content_hash
+    assert model.stat().st_mtime_ns == stamp  # never fitted again
+
+
+def _other(value):
+    return value * 0.5 if isinstance(value, float) and value else (value + 1 if isinstance(value, int) else value)
+
+
+SGD_MEAN = '''
+class SgdMean(Augmenter):
+    """Test augmenter: SGD towards the observation mean, from noisy minibatches, checkpointing as it goes."""
+    name = "sgd-mean"
+    config_class = AugmenterConfig
+    output = "transitions"
+    steps = 50
+
+    def fit(self, dataset):
+        self.data = dataset
+        obs = np.asarray(dataset.observations)
+        state = self.fit_checkpoint() or {"step": 0, "mu": np.zeros(obs.shape[1]), "rng": self.rng.bit_generator.state}
+        self.resumed_from = state["step"]
+        mu, self.rng.bit_generator.state = state["mu"], state["rng"]
+        for step in range(state["step"], self.steps):
+            mu = mu + 0.1 * (obs[self.rng.integers(0, len(obs), 32)].mean(0) - mu)
+            if (step + 1) % 10 == 0:
+                self.save_fit_checkpoint({"step": step + 1, "mu": mu, "rng": self.rng.bit_generator.state})
+            self.report(step + 1, self.steps)
+        self.mu = mu
+
+    def fitted_state(self):
+        return {"mu": self.mu}
+
+    def load_fitted(self, dataset, state):
+        self.data, self.mu = dataset, state["mu"]
+
+    def generate(self):
+        rows = self.rng.integers(0, len(self.data), 8)
+        obs = np.repeat(self.mu[None].astype(np.float32), 8, 0)
+        return self.transitions(self.data, rows, obs, obs)
+'''
+
+
+def test_an_interrupted_fit_resumes_from_its_checkpoint_to_the_same_model(toy, tmp_path, monkeypatch):
+    import torch
+
+    from bench.augment import augment, fit_key, fitted_path
+    from methods.base import Augmenter, AugmenterConfig
+
+    scope = {"Augmenter": Augmenter, "AugmenterConfig": AugmenterConfig, "np": np}
+    exec(SGD_MEAN, scope)
+    cls = scope["SgdMean"]
+    if "sgd-mean" not in AUGMENTERS.names():
+        AUGMENTERS.register(cls)
+    cfg = AugmenterConfig()
+    reference = cls(cfg, seed=2)
+    reference.fit(toy)  # uninterrupted, no checkpoints
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_25(done, total):
+        if done == 25:
+            raise Killed()
+
+    with pytest.raises(Killed):
+        augment(toy, "sgd-mean", cfg, seed=2, progress=kill_at_25)
+    model = fitted_path(fit_key(toy, "sgd-mean", cfg.to_dict(), 2))
+    assert not model.exists() and model.with_suffix(".partial.pt").exists()
+    seen = []
+    generated, _, cached = augment(toy, "sgd-mean", cfg, seed=2, progress=lambda d, t: seen.append(d))
+    assert not cached and seen[0] == 21  # resumed after the step-20 checkpoint
+    np.testing.assert_array_equal(torch.load(model, weights_only=False)["mu"], reference.mu)
+    np.testing.assert_allclose(generated.observations[0], reference.mu.astype(np.float32))
+    assert not model.with_suffix(".partial.pt").exists()

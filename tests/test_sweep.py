@@ -237,7 +237,7 @@ def test_one_generation_per_augmentation_even_after_a_killed_holder(tmp_path, to
     from bench import data
     from bench.dataset import load
 
-    generated = load(cache_path(cache_key(data.load("toy-maze", 1), "slow", {}, 0)))
+    generated = load(cache_path(cache_key(data.load("toy-maze", 1), "slow", {}, 0, sample_fields=())))
     assert len(generated) == 10
 
 
