@@ -319,6 +319,92 @@ class Dataset:
         )
 
 
+# ----------------------------------------------------------------------------------- generated data
+def _generated_meta(source: Dataset, kind: str, augmenter: str, extra: dict) -> tuple[DatasetMeta, int]:
+    origins = list(source.meta.origins)
+    if augmenter not in origins:
+        origins.append(augmenter)
+    meta = source.meta.model_copy(update={
+        "kind": kind, "source": "generated", "origins": origins, "content_hash": "",
+        "extra": {"augmenter": augmenter, **extra, "parent_hash": source.meta.content_hash}})
+    return meta, origins.index(augmenter)
+
+
+def generated_transitions(source: Dataset, augmenter: str, extra: dict, rows: np.ndarray, observations: np.ndarray,
+                          next_observations: np.ndarray, actions: np.ndarray | None = None,
+                          rewards: np.ndarray | None = None, terminals: np.ndarray | None = None) -> Dataset:
+    """A generated `transitions` dataset: each step its own episode, provenance pointing at the episodes of the
+    source `rows`.  Actions, rewards and terminal flags default to those of the source rows; every
+    non-terminal step is a timeout (it bootstraps from its own s')."""
+    rows = np.asarray(rows)
+    n = len(rows)
+    meta, origin = _generated_meta(source, "transitions", augmenter, extra)
+    terminals = np.asarray(source.terminals)[rows] if terminals is None else np.asarray(terminals, bool)
+    prov = np.full((n, 2), -1, np.int32)
+    prov[:, 0] = np.searchsorted(np.asarray(source.episode_offsets), rows, side="right") - 1
+    return Dataset(
+        observations=np.asarray(observations, np.float32),
+        actions=np.asarray(source.actions[rows] if actions is None else actions, np.float32),
+        rewards=np.asarray(source.rewards[rows] if rewards is None else rewards, np.float32),
+        next_observations=np.asarray(next_observations, np.float32),
+        terminals=terminals,
+        timeouts=~terminals,
+        episode_offsets=np.arange(n + 1, dtype=np.int64),
+        origin=np.full(n, origin, np.int16),
+        source_episodes=prov,
+        meta=meta,
+    ).with_hash().validate(where=f"augmenter '{augmenter}' output")
+
+
+def generated_trajectories(source: Dataset, augmenter: str, extra: dict, *, observations: np.ndarray,
+                           actions: np.ndarray, rewards: np.ndarray, next_observations: np.ndarray,
+                           lengths: np.ndarray, source_episode: np.ndarray, source_step: np.ndarray,
+                           target_episode: np.ndarray | None = None, target_step: np.ndarray | None = None,
+                           terminals: np.ndarray | None = None) -> Dataset:
+    """A generated `trajectories` dataset from segments laid end to end in flat arrays (segment k is the next
+    `lengths[k]` rows; within a segment next_observations[t] == observations[t + 1]).
+
+    Provenance per segment: the source episode and the step of it the segment starts from; for a stitch, the
+    target episode and the step of it the segment leads to (-1 where there is none).  Every step records its
+    segment's (source, target) episodes in `source_episodes`; the join positions go to
+    `meta.extra["segments"]`.  A segment ends in a terminal if its last step is one, otherwise in a timeout."""
+    lengths = np.asarray(lengths, np.int64)
+    n, k = int(lengths.sum()), len(lengths)
+    if k == 0 or (lengths < 1).any():
+        raise BenchError(f"augmenter '{augmenter}' output: every segment needs at least one step")
+
+    def per_segment(values, name, default=-1):
+        v = np.full(k, default, np.int64) if values is None else np.asarray(values, np.int64)
+        if v.shape != (k,):
+            raise BenchError(f"augmenter '{augmenter}' output: '{name}' has shape {v.shape}, expected ({k},) "
+                             f"(one per segment)")
+        return v
+
+    src_ep, src_step = per_segment(source_episode, "source_episode"), per_segment(source_step, "source_step")
+    tgt_ep, tgt_step = per_segment(target_episode, "target_episode"), per_segment(target_step, "target_step")
+    if src_ep.min() < 0 or src_ep.max() >= source.n_episodes or tgt_ep.max() >= source.n_episodes:
+        raise BenchError(f"augmenter '{augmenter}' output: a segment names an episode outside the source "
+                         f"dataset's {source.n_episodes}")
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    terminals = np.zeros(n, bool) if terminals is None else np.asarray(terminals, bool)
+    last = np.zeros(n, bool)
+    last[offsets[1:] - 1] = True
+    meta, origin = _generated_meta(source, "trajectories", augmenter, {
+        **extra, "segments": {"source_step": src_step.tolist(), "target_step": tgt_step.tolist()}})
+    return Dataset(
+        observations=np.asarray(observations, np.float32),
+        actions=np.asarray(actions, np.float32),
+        rewards=np.asarray(rewards, np.float32),
+        next_observations=np.asarray(next_observations, np.float32),
+        terminals=terminals,
+        timeouts=last & ~terminals,
+        episode_offsets=offsets,
+        origin=np.full(n, origin, np.int16),
+        source_episodes=np.stack([np.repeat(src_ep, lengths), np.repeat(tgt_ep, lengths)], 1).astype(np.int32),
+        meta=meta,
+    ).with_hash().validate(where=f"augmenter '{augmenter}' output")
+
+
 def _npz_members(path: Path) -> dict[str, np.ndarray]:
     """Memory-map every member of an uncompressed npz; compressed members are read into memory."""
     out: dict[str, np.ndarray] = {}

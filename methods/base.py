@@ -34,7 +34,7 @@ from typing import Callable, ClassVar, Literal
 import numpy as np
 
 from bench.config import Config
-from bench.dataset import Dataset
+from bench.dataset import Dataset, generated_trajectories, generated_transitions
 
 
 @dataclass
@@ -121,32 +121,20 @@ class Augmenter(abc.ABC):
         except Exception:  # noqa: BLE001  (a torn or foreign file: fit from the start)
             return None
 
+    def provenance(self) -> dict:
+        """What generated data records of its making (beside the augmenter's name and the parent's hash)."""
+        return {"config": self.config.to_dict(), "seed": self.seed}
+
     def transitions(self, source: Dataset, rows: np.ndarray, observations: np.ndarray,
                     next_observations: np.ndarray, actions: np.ndarray | None = None,
-                    rewards: np.ndarray | None = None) -> Dataset:
-        """A generated `transitions` dataset: each step its own episode, provenance pointing at the source
-        rows' episodes.  Actions, rewards and terminal flags default to those of the source rows."""
-        rows = np.asarray(rows)
-        n = len(rows)
-        origins = list(source.meta.origins)
-        if self.name not in origins:
-            origins.append(self.name)
-        terminals = np.asarray(source.terminals)[rows]
-        prov = np.full((n, 2), -1, np.int32)
-        prov[:, 0] = np.asarray(source.episode_index)[rows]
-        meta = source.meta.model_copy(update={
-            "kind": "transitions", "source": "generated", "origins": origins, "content_hash": "",
-            "extra": {"augmenter": self.name, "config": self.config.to_dict(), "seed": self.seed,
-                      "parent_hash": source.meta.content_hash}})
-        return Dataset(
-            observations=np.asarray(observations, np.float32),
-            actions=np.asarray(source.actions[rows] if actions is None else actions, np.float32),
-            rewards=np.asarray(source.rewards[rows] if rewards is None else rewards, np.float32),
-            next_observations=np.asarray(next_observations, np.float32),
-            terminals=terminals,
-            timeouts=~terminals,
-            episode_offsets=np.arange(n + 1, dtype=np.int64),
-            origin=np.full(n, origins.index(self.name), np.int16),
-            source_episodes=prov,
-            meta=meta,
-        ).with_hash().validate()
+                    rewards: np.ndarray | None = None, terminals: np.ndarray | None = None) -> Dataset:
+        """A generated `transitions` dataset (bench.dataset.generated_transitions): each step its own episode,
+        provenance pointing at the source rows' episodes."""
+        return generated_transitions(source, self.name, self.provenance(), rows, observations, next_observations,
+                                     actions, rewards, terminals)
+
+    def trajectories(self, source: Dataset, **segments) -> Dataset:
+        """A generated `trajectories` dataset from segments laid end to end (bench.dataset.generated_trajectories:
+        observations, actions, rewards, next_observations, lengths, source_episode, source_step, and for
+        stitches target_episode, target_step)."""
+        return generated_trajectories(source, self.name, self.provenance(), **segments)

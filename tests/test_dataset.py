@@ -157,3 +157,34 @@ def test_d3rlpy_conversion_on_ogbench_data_stops_at_goals_and_episode_ends(ogben
     for e in ends[:-1]:
         if not ds.terminals[e]:
             assert not np.array_equal(got[e][3], ds.observations[e + 1])
+
+
+def test_generated_trajectories_builder_records_segments_and_their_joins():
+    from bench.dataset import generated_trajectories
+
+    src = tiny()
+    # two segments: 3 steps stitching episode 0 (from its step 1) into episode 2 (at its step 2), then a 2-step
+    # rollout from episode 1 that ends in a terminal
+    states = np.array([[0, 0], [1, 1], [2, 2], [3, 3], [10, 10], [11, 11], [12, 12]], np.float32)
+    obs = np.concatenate([states[0:3], states[4:6]])
+    nxt = np.concatenate([states[1:4], states[5:7]])
+    ds = generated_trajectories(src, "stitcher", {"seed": 0}, observations=obs, actions=np.zeros((5, 2)),
+                                rewards=np.arange(5), next_observations=nxt, lengths=[3, 2], source_episode=[0, 1],
+                                source_step=[1, 0], target_episode=[2, -1], target_step=[2, -1],
+                                terminals=[False, False, False, False, True])
+    assert ds.meta.kind == "trajectories" and ds.n_episodes == 2 and list(ds.episode_offsets) == [0, 3, 5]
+    assert ds.timeouts.tolist() == [False, False, True, False, False] and ds.terminals[-1]
+    assert ds.source_episodes.tolist() == [[0, 2], [0, 2], [0, 2], [1, -1], [1, -1]]
+    assert ds.meta.extra["segments"] == {"source_step": [1, 0], "target_step": [2, -1]}
+    assert ds.meta.origins == ["original", "stitcher"] and set(ds.origin.tolist()) == {1}
+    assert ds.meta.extra["parent_hash"] == src.meta.content_hash
+    with pytest.raises(BenchError, match="next_observations differs"):  # a segment must be contiguous
+        generated_trajectories(src, "stitcher", {}, observations=obs, actions=np.zeros((5, 2)), rewards=np.zeros(5),
+                               next_observations=nxt[::-1].copy(), lengths=[3, 2], source_episode=[0, 1],
+                               source_step=[0, 0])
+    with pytest.raises(BenchError, match="outside the source dataset's 3"):
+        generated_trajectories(src, "stitcher", {}, observations=obs, actions=np.zeros((5, 2)), rewards=np.zeros(5),
+                               next_observations=nxt, lengths=[3, 2], source_episode=[0, 7], source_step=[0, 0])
+    with pytest.raises(BenchError, match="'source_step' has shape"):
+        generated_trajectories(src, "stitcher", {}, observations=obs, actions=np.zeros((5, 2)), rewards=np.zeros(5),
+                               next_observations=nxt, lengths=[3, 2], source_episode=[0, 1], source_step=[0])
