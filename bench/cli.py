@@ -188,12 +188,7 @@ def run_cmd(
                      augmenter_config=_json_option(aug_config, "--aug-config"),
                      algo_config=_json_option(algo_config, "--algo-config"),
                      mix={"mode": mix, "ratio": ratio}, device=device)
-    try:
-        planned = plan(req)  # every check before the progress bar and before anything is written
-    except ConfigError as e:  # the core names the field; here it came from a flag
-        if e.owner == "request" and e.field:
-            raise BenchError(f"--{e.field.replace('_', '-')}: {e}") from None
-        raise
+    planned = plan(req)  # every check before the progress bar and before anything is written
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
                   TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[last]}"),
                   console=err) as prog:
@@ -373,6 +368,8 @@ def main() -> None:
     try:
         rv = app(standalone_mode=False)
     except BenchError as e:
+        if isinstance(e, ConfigError) and e.owner == "request" and e.field:  # the core names the field; here
+            e = BenchError(f"--{e.field.replace('_', '-')}: {e}")         # it came from the flag of that name
         err.print(f"[red]error[/]: {e}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except typer.Abort:

@@ -38,9 +38,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu:0"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        from bench.errors import BenchError
+        from bench.errors import ConfigError
 
-        raise BenchError(f"--device {device}: no CUDA device is available here")
+        raise ConfigError(f"'device' = {device}: no CUDA device is available here", "request", "device")
     return device
 
 

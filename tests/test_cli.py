@@ -173,7 +173,7 @@ def test_bad_task(bad_home, stitch_file):
     home, good, env = bad_home
     np.savez(home / "pointmaze-medium-stitch-v0.npz", **good)
     assert_one_line_error(bench("data", "show", "pointmaze-medium-stitch-v0", "--task", "7", env=env),
-                          "--task 7", "tasks: 1, 2, 3, 4, 5")
+                          "--task: 'task' = 7", "tasks: 1, 2, 3, 4, 5")
 
 
 def test_unwritable_cache_dir(tmp_path):

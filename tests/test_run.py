@@ -207,7 +207,7 @@ def test_augmentation_is_cached_and_reused(toy_file, results):
     (dict(steps=-5), "^'steps' must be at least 1"),
     (dict(mix={"ratio": 1.5}), "'ratio' must be in \\[0, 1\\]"),
     (dict(algo="dt", augmenter="noise"), "not applicable"),
-    (dict(task=8), "--task 8.*no such task"),
+    (dict(task=8), "'task' = 8.*no such task"),
     (dict(eval_every=7), "does not divide"),
     (dict(algo_config={"preset": "huge"}), "unknown preset 'huge'"),
 ])

@@ -51,7 +51,7 @@ def write(tmp_path: Path, text: str, name="study.yaml") -> Path:
     (("batch_size: 16", "batch_sise: 16"), r"study.yaml:12: .*unknown key 'batch_sise'.*did you mean 'batch_size'"),
     (("  - name: iql\n", "  - name: iqll\n"), r"study.yaml:11: unknown algo 'iqll'"),
     (("name: toy-maze", "name: toy-mase"), r"study.yaml:3: unknown dataset 'toy-mase'.*did you mean toy-maze"),
-    (("tasks: [1]", "tasks: [9]"), r"study.yaml:3: --task 9.*no such task"),
+    (("tasks: [1]", "tasks: [9]"), r"study.yaml:3: 'task' = 9.*no such task"),
     (("training: {steps: 10}", "training: {steps: -10}"), r"study.yaml:14: training.steps: Input should be greater"),
     (("training: {steps: 10}", "training: {steps: 10, eval_every: 3}"),
      r"study.yaml:14: 'eval_every' = 3 does not divide 'steps' = 10"),

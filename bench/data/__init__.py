@@ -20,7 +20,7 @@ from bench.data.minari_data import is_minari_name, load_minari, local_ids
 from bench.data.ogbench_data import catalogue, is_ogbench_name, load_ogbench, split_name
 from bench.dataset import Dataset
 from bench.dataset import load as load_file
-from bench.errors import BenchError, DatasetMissing
+from bench.errors import BenchError, ConfigError, DatasetMissing
 from bench.io import ensure_dir
 from bench.paths import cache_dir, ogbench_dir
 
@@ -55,10 +55,10 @@ def load(name: str, task: int | None = None, split: str = "train") -> Dataset:
     """A canonical Dataset from a name (see the module doc) or the path of a canonical `.npz` file."""
     if name.endswith(".npz"):
         if task is not None:
-            raise BenchError(f"--task: '{name}' is a canonical dataset file; its task is fixed")
+            raise ConfigError(f"'task': '{name}' is a canonical dataset file; its task is fixed", "request", "task")
         return load_file(name)
     if task is not None and task < 1:
-        raise BenchError(f"--task: must be a positive task id, got {task}")
+        raise ConfigError(f"'task' must be a positive task id, got {task}", "request", "task")
     if name in TOY_PRESETS:
         cfg = TOY_PRESETS[name]
         path = file_for(name)
@@ -67,7 +67,7 @@ def load(name: str, task: int | None = None, split: str = "train") -> Dataset:
         return load_ogbench(cfg.ogbench_name, task, path=path, display_name=name, split=split)
     if is_minari_name(name):
         if task is not None:
-            raise BenchError(f"--task: Minari dataset '{name}' has no tasks")
+            raise ConfigError(f"'task': Minari dataset '{name}' has no tasks", "request", "task")
         return load_minari(name)
     if is_ogbench_name(name):
         return load_ogbench(name, task, split=split)

@@ -18,7 +18,7 @@ import numpy as np
 
 from bench.data import pointmaze
 from bench.dataset import SCHEMA_VERSION, Dataset, DatasetMeta, ReferenceScores, SimulatorSpec, SpaceSpec, load
-from bench.errors import BenchError, DatasetMissing
+from bench.errors import BenchError, ConfigError, DatasetMissing
 from bench.io import ensure_dir
 from bench.paths import cache_dir, ogbench_dir
 
@@ -57,7 +57,7 @@ def split_name(name: str, task: int | None = None) -> tuple[str, int | None]:
         base = f"{m['base']}-{m['ver']}"
         named = int(m["task"]) if m["task"] else 1
         if task is not None and task != named:
-            raise BenchError(f"--task {task} contradicts the task in the dataset name '{name}'")
+            raise ConfigError(f"'task' = {task} contradicts the task in the dataset name '{name}'", "request", "task")
         return base, named
     return name, task
 
@@ -136,7 +136,7 @@ def load_ogbench(
     if not path.exists():
         raise DatasetMissing(missing_file_message(path, base))
     if split not in ("train", "val"):
-        raise BenchError(f"--split: must be train or val, got '{split}'")
+        raise ConfigError(f"'split' must be train or val, got '{split}'", "request", "split")
     if not cache:
         return _convert(base, task, path, display_name, split)
     val = pointmaze.val_path(path)
@@ -168,7 +168,8 @@ def _convert(base: str, task: int | None, path: Path, display_name: str | None, 
         prefix = f"{family}-singletask-task"
         tasks = sorted(int(k[len(prefix):].split("-")[0]) for k in gymnasium.registry if k.startswith(prefix))
         if task not in tasks:
-            raise BenchError(f"--task {task}: {base} has no such task (tasks: {', '.join(map(str, tasks)) or 'none'})")
+            raise ConfigError(f"'task' = {task}: {base} has no such task (tasks: {', '.join(map(str, tasks)) or 'none'})",
+                              "request", "task")
     check_raw_file(path, need_state=True)
     check_raw_file(val, need_state=True)
     ensure_dir(cache_dir())

@@ -35,7 +35,7 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from bench.errors import BenchError
+from bench.errors import BenchError, ConfigError
 from bench.io import save_npz, write_json
 
 MAZES = ("medium", "large", "giant")
@@ -57,17 +57,18 @@ class MazeGenConfig:
 
     def check(self) -> "MazeGenConfig":
         if self.maze not in MAZES:
-            raise BenchError(f"--maze: '{self.maze}' is not one of {', '.join(MAZES)}")
+            raise ConfigError(f"'maze' = '{self.maze}' is not one of {', '.join(MAZES)}", "request", "maze")
         if self.kind not in KINDS:
-            raise BenchError(f"--kind: '{self.kind}' is not one of {', '.join(KINDS)}")
+            raise ConfigError(f"'kind' = '{self.kind}' is not one of {', '.join(KINDS)}", "request", "kind")
         if self.episodes < 1:
-            raise BenchError(f"--episodes: must be at least 1, got {self.episodes}")
+            raise ConfigError(f"'episodes' must be at least 1, got {self.episodes}", "request", "episodes")
         if self.episode_steps < 2:
-            raise BenchError(f"--episode-steps: must be at least 2, got {self.episode_steps}")
+            raise ConfigError(f"'episode_steps' must be at least 2, got {self.episode_steps}", "request",
+                              "episode_steps")
         if not (np.isfinite(self.noise) and self.noise >= 0):
-            raise BenchError(f"--noise: must be a finite number >= 0, got {self.noise}")
+            raise ConfigError(f"'noise' must be a finite number >= 0, got {self.noise}", "request", "noise")
         if not 0 <= self.seed < 2**32:
-            raise BenchError(f"--seed: must be in [0, 2^32), got {self.seed}")
+            raise ConfigError(f"'seed' must be in [0, 2^32), got {self.seed}", "request", "seed")
         return self
 
     @property

@@ -39,7 +39,7 @@ def _request(study: Study, dataset: str, task: int | None, a: AugmenterEntry, g:
 
 # A run field -> where a study file sets it.
 _STUDY_FIELDS = {"steps": ("training", "steps"), "eval_every": ("training", "eval_every"),
-                 "eval_episodes": ("evaluation", "episodes")}
+                 "eval_episodes": ("evaluation", "episodes"), "seed": ("seeds",), "device": ("device",)}
 
 
 def _config_location(e: ConfigError, ai: int, gi: int) -> tuple:
