@@ -135,8 +135,9 @@ def canonical_config(req: RunRequest, dataset, device: str | None = None, resolv
     every, aug_cfg, algo_cfg, mix = r.eval_every, r.aug_config, r.algo_config, r.mix
     device = device or provenance.resolve_device(req.device)
     return {
-        # 2: batches drawn from the canonical arrays by bench.batches (1: d3rlpy's replay buffer); the same
-        # config trains on other batches than before, so it gets a new run id.
+        # 2: batches drawn from the canonical arrays by bench.batches (1: d3rlpy's replay buffer), and augmenter
+        # configs carry `sample_seed`; the same config trains on other batches than before, so it gets a new
+        # run id.
         "schema": CONFIG_SCHEMA,
         "dataset": {"name": req.dataset, "task": req.task, "content_hash": dataset.meta.content_hash,
                     "transitions": len(dataset)},

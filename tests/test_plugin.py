@@ -48,3 +48,8 @@ def test_readme_plugin_installs_registers_and_runs(tmp_path, toy_file, results):
                           "--algo", "iql", "--augmenter", "copy", "--aug-config", '{"size": -1}'],
                          capture_output=True, text=True, env=env)
     assert bad.returncode != 0 and "'size' must be > 0" in bad.stderr and "Traceback" not in bad.stderr
+    # The plugin passes the same augmenter contract tests as the built-in augmenters.
+    contract = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               str(Path(__file__).parent / "test_contracts.py"), "-k", "augmenter and copy"],
+                              capture_output=True, text=True, env=env, cwd=README.parent)
+    assert contract.returncode == 0 and "2 passed" in contract.stdout, contract.stdout[-2000:]
