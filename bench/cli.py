@@ -310,7 +310,9 @@ def sweep_cmd(
             res = sweep.run_slurm(study, todo, force, progress=report)
         else:
             res = sweep.run_local(todo, n_workers, force, progress=report, in_process=kind == "debug")
-    out.print(f"{study.name}: {res['done']} runs done, {res['failed']} failed, {res['augmentations']} augmentations")
+    elsewhere = f", {res['elsewhere']} running elsewhere (left to that process)" if res.get("elsewhere") else ""
+    out.print(f"{study.name}: {res['done']} runs done, {res['failed']} failed{elsewhere}, "
+              f"{res['augmentations']} augmentations")
     for label, msg in res["failures"]:
         out.print(f"  failed {label}: {msg}", highlight=False, soft_wrap=True)
     from bench.run import results_root

@@ -26,3 +26,7 @@ class NotApplicable(BenchError):
 
 class DatasetMissing(BenchError):
     """The named dataset is not on this machine (not generated, downloaded or installed)."""
+
+
+class RunningElsewhere(BenchError):
+    """Another process holds the claim on this run's directory: it is being trained there now."""

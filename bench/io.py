@@ -27,13 +27,42 @@ def ensure_dir(path: Path) -> Path:
     return path
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> int:
+    """Remove the temporary files of earlier writers of `path` that died before their rename (kill -9): their
+    names carry the writer's PID, and a writer that is still alive keeps its file.  Returns how many went."""
+    removed = 0
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        parts = tmp.name[len(path.name) + 2:].split(".")
+        if len(parts) >= 3 and parts[0].startswith("p") and parts[0][1:].isdigit() and not _alive(int(parts[0][1:])):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed += 1
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
 @contextlib.contextmanager
 def atomic_open(path: Path | str, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside `path`; on success it is renamed onto `path`, on error removed."""
+    """Open a temporary file beside `path` (named `.<name>.p<pid>.<random>.tmp`); on success it is renamed onto
+    `path`, on error removed.  Temporaries that killed writers of the same path left are removed first."""
     path = Path(path).expanduser()
     ensure_dir(path.parent)
+    remove_stale_temporaries(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.p{os.getpid()}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise BenchError(f"{path.parent}: cannot write there ({e.strerror or e})") from None
     umask = os.umask(0)

@@ -33,15 +33,22 @@ def git_state() -> dict:
 
 
 def resolve_device(device: str) -> str:
+    import re
+
     import torch
 
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu(:0)?|cuda(:\d+)?", device):
+        from bench.errors import ConfigError
+
+        raise ConfigError(f"'device' = {device!r} is not a device (auto, cpu, cpu:0, cuda or cuda:N)", "request",
+                          "device")
     if device == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu:0"
     if device.startswith("cuda") and not torch.cuda.is_available():
         from bench.errors import ConfigError
 
         raise ConfigError(f"'device' = {device}: no CUDA device is available here", "request", "device")
-    return device
+    return "cpu:0" if device == "cpu" else device
 
 
 def device_name(device: str) -> str:

@@ -14,6 +14,7 @@ Files (each written atomically; `result.json` last, so its presence means the ru
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench import provenance
-from bench.errors import BenchError, ConfigError, NotApplicable
+from bench.errors import BenchError, ConfigError, NotApplicable, RunningElsewhere
 import numpy as np
 
 from bench.io import atomic_open, ensure_dir, write_bytes, write_json
@@ -62,6 +63,9 @@ def _check_numbers(req: RunRequest) -> int:
 
     if req.steps < 1:
         raise bad("steps", f"must be at least 1, got {req.steps}")
+    if req.eval_every is not None and req.eval_every < 1:
+        raise bad("eval_every", f"must be at least 1, got {req.eval_every} (leave it out for one evaluation at "
+                                f"the end)")
     every = req.eval_every or req.steps
     if every < 1 or every > req.steps:
         raise bad("eval_every", f"must be in [1, {req.steps}], got {every}")
@@ -69,8 +73,8 @@ def _check_numbers(req: RunRequest) -> int:
         raise bad("eval_every", f"= {every} does not divide 'steps' = {req.steps}")
     if req.eval_episodes < 1:
         raise bad("eval_episodes", f"must be at least 1, got {req.eval_episodes}")
-    if req.seed < 0:
-        raise bad("seed", f"must be >= 0, got {req.seed}")
+    if not 0 <= req.seed < 2**32:
+        raise bad("seed", f"must be in [0, 2^32), got {req.seed}")
     return every
 
 
@@ -321,16 +325,41 @@ def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, 
             aug_progress: Callable[[int, int], None] | None = None) -> tuple[Path, dict]:
     """Do the run (or find it done); returns (run directory, result).  `planned` is `plan(req)` if the caller
     already made it; `aug_progress(done, total)` hears the augmenter's fit (default: log lines on stderr)."""
-    from bench.augment import augment
-
     p = planned or plan(req)
     run_dir = (root or results_root()) / "runs" / p.run_id
     result_path = run_dir / "result.json"
     if result_path.exists() and not force:
         return run_dir, json.loads(result_path.read_text())
     ensure_dir(run_dir)
+    with _claim(run_dir):
+        if result_path.exists() and not force:  # finished by another process while we waited to look
+            return run_dir, json.loads(result_path.read_text())
+        return _execute_claimed(p, req, run_dir, force, progress, aug_progress)
+
+
+@contextlib.contextmanager
+def _claim(run_dir: Path):
+    """An exclusive claim on the run directory for as long as the run trains: an flock, which the kernel
+    releases when its holder dies, so a killed run never leaves it stuck.  A second claimant (another sweep of
+    the same file, `--force` while it runs) gets RunningElsewhere and writes nothing."""
+    import fcntl
+
+    with open(run_dir / ".claim", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunningElsewhere(f"run {run_dir.name} is running elsewhere (another process holds "
+                                   f"{run_dir / '.claim'})") from None
+        yield
+
+
+def _execute_claimed(p: Plan, req: RunRequest, run_dir: Path, force: bool, progress, aug_progress):
+    from bench.augment import augment
+
+    result_path = run_dir / "result.json"
     if force:
         result_path.unlink(missing_ok=True)
+    (run_dir / "error.json").unlink(missing_ok=True)  # an earlier failure of this run: it is being run again
     write_json(run_dir / "config.json", {"run_id": p.run_id, **p.config})
 
     t_start = time.perf_counter()

@@ -7,6 +7,7 @@ import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
+from bench.errors import RunningElsewhere
 from bench.io import write_json
 from bench.run import RunRequest, execute, results_root
 from bench.sweep.plan import PlannedRun, distinct_augmentations
@@ -27,17 +28,18 @@ def _augment_job(req: RunRequest) -> str:
 
 
 def _train_job(req: RunRequest, force: bool, root: str) -> tuple[str, str, str]:
-    """(status, run_id, message).  Errors are recorded in error.json, never raised to the launcher."""
+    """(status, run_id, message): 'done', 'failed' (recorded in error.json, never raised to the launcher) or
+    'elsewhere' (another process is training it)."""
     from bench.run import plan
 
     rid = "?"
     try:
         planned = plan(req)
         rid = planned.run_id
-        run_dir = Path(root) / "runs" / rid
-        (run_dir / "error.json").unlink(missing_ok=True)
         execute(req, force=force, root=Path(root), planned=planned)
         return "done", rid, ""
+    except RunningElsewhere as e:  # another launcher trains it now: nothing written, nothing to record
+        return "elsewhere", rid, str(e)
     except BaseException as e:  # noqa: BLE001  (a failed run must never take the launcher down)
         tb = traceback.format_exc().strip().splitlines()
         if rid != "?":
@@ -56,7 +58,7 @@ def run_local(todo: list[PlannedRun], workers: int, force: bool, progress=None, 
     """Stage 1: distinct augmentations; stage 2: training runs.  Returns counts and failures."""
     root = str(results_root().resolve())
     augs = distinct_augmentations(todo)
-    counts = {"done": 0, "failed": 0, "augmentations": len(augs)}
+    counts = {"done": 0, "failed": 0, "elsewhere": 0, "augmentations": len(augs)}
     failures: list[tuple[str, str]] = []
     if in_process:
         for req in augs.values():

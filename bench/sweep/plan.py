@@ -80,7 +80,10 @@ def expand(path: Path | str, load_data: bool = True) -> tuple[Study, list[Planne
 
     from bench.provenance import resolve_device
 
-    device = resolve_device(study.device)
+    try:
+        device = resolve_device(study.device)
+    except ConfigError as e:
+        fail(("device",), str(e))
     # Resolve each augmenter x algo pair once (configs, presets, applicability); runs differ only by data and seed.
     pairs: dict[tuple[int, int], "Resolved | NotApplicable"] = {}
     aug_dicts: dict[int, dict] = {}
@@ -144,6 +147,9 @@ def run_states(root: Path | None = None) -> dict[str, str]:
 
 def select(runs: list[PlannedRun], states: dict[str, str], force: bool, retry_failed: bool,
            only: str | None) -> list[PlannedRun]:
+    if only is not None and not only.strip():
+        raise BenchError("--only: an empty pattern; give a glob such as 'toy-maze/1/noise/*' (or leave --only out "
+                         "to run everything)")
     todo = []
     for r in runs:
         if not r.applicable or (only and not fnmatch.fnmatch(r.label, only)):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bench.errors import BenchError
 
@@ -67,17 +67,26 @@ class Executor(_Model):
 
 
 class Study(_Model):
-    name: str
+    # The name names files (results/<name>.parquet, the SLURM log folder): a safe character set and length.
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
     datasets: list[DatasetEntry] = Field(min_length=1)
     augmenters: list[AugmenterEntry] = Field(min_length=1)
     algos: list[AlgoEntry] = Field(min_length=1)
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = Field(min_length=1)
     training: Training
     evaluation: Evaluation = Field(default_factory=Evaluation)
     mix: Mix = Field(default_factory=Mix)
     skip_inapplicable: bool = False  # skip pairs such as DT x a transitions augmenter instead of refusing
     device: str = "auto"
     executor: Executor = Field(default_factory=Executor)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        dup = sorted({s for s in seeds if seeds.count(s) > 1})
+        if dup:
+            raise ValueError(f"seed(s) {', '.join(map(str, dup))} listed twice (the same run would train twice)")
+        return seeds
 
 
 # ------------------------------------------------------------------------------------------ loading

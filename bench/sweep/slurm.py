@@ -114,7 +114,7 @@ def run_slurm(study: Study, todo: list[PlannedRun], force: bool, progress=None, 
         _clear(todo, root)
     s = study.executor.slurm
     executor = make_executor(study, root / "slurm" / study.name / "%j")
-    counts = {"done": 0, "failed": 0, "augmentations": 0}
+    counts = {"done": 0, "failed": 0, "elsewhere": 0, "augmentations": 0}
     failures: list[tuple[str, str]] = []
 
     augs = distinct_augmentations(todo)
