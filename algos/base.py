@@ -36,6 +36,9 @@ from bench.mixing import MixConfig
 
 @dataclass
 class TrainerConfig(Config):
+    ranges = {
+        "batch_size": "[1, 1048576]",
+    }
     preset: str = "maze"  # which published defaults fill the fields left unset (see each trainer's PRESETS)
     batch_size: int = 256
     compile_graph: bool = False  # torch.compile of d3rlpy's update (CUDA only; a no-op on CPU)

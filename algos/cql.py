@@ -22,6 +22,16 @@ PRESETS = {
 
 @dataclass
 class CQLTrainerConfig(TrainerConfig):
+    ranges = {
+        "conservative_weight": "[0, inf)",
+        "gamma": "(0, 1]",
+        "tau": "(0, 1]",
+        "actor_learning_rate": "(0, 1]",
+        "critic_learning_rate": "(0, 1]",
+        "temp_learning_rate": "(0, 1]",
+        "n_action_samples": "[1, 1024]",
+        "hidden_units": "[1, 65536]",
+    }
     conservative_weight: float = 5.0
     gamma: float = 0.99
     actor_learning_rate: float = 1e-4

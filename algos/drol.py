@@ -77,6 +77,18 @@ PRESETS = {
 
 @dataclass
 class DROLTrainerConfig(TrainerConfig):
+    ranges = {
+        "num_candidates": "[1, 4096]",
+        "bc_coef": "[0, inf)",
+        "q_coef": "[0, inf)",
+        "gamma": "(0, 1]",
+        "tau": "(0, 1]",
+        "learning_rate": "(0, 1]",
+        "actor_hidden_units": "[1, 65536]",
+        "critic_hidden_units": "[1, 65536]",
+        "action_clip": "(0, 1]",
+        "reward_offset": "(-inf, inf)",
+    }
     preset: str = "default"
     num_candidates: int = 16  # K latents decoded per state for routing
     bc_coef: float = 1.0

@@ -31,6 +31,21 @@ PRESETS = {
 
 @dataclass
 class DTTrainerConfig(TrainerConfig):
+    ranges = {
+        "batch_size": "[1, 65536]",
+        "context_size": "[1, 10000]",
+        "num_layers": "[1, 64]",
+        "num_heads": "[1, 64]",
+        "hidden_size": "[1, 65536]",
+        "learning_rate": "(0, 1]",
+        "weight_decay": "[0, inf)",
+        "clip_grad_norm": "(0, inf)",
+        "warmup_steps": "[0, 1000000000]",
+        "dropout": "[0, 1)",
+        "gamma": "(0, 1]",
+        "max_timestep": "[1, 10000000]",
+        "target_return": "(-inf, inf)",
+    }
     batch_size: int = 64
     context_size: int = 20
     num_layers: int = 3

@@ -21,6 +21,16 @@ PRESETS = {
 
 @dataclass
 class IQLTrainerConfig(TrainerConfig):
+    ranges = {
+        "expectile": "(0, 1)",
+        "weight_temp": "(0, inf)",
+        "max_weight": "(0, inf)",
+        "gamma": "(0, 1]",
+        "tau": "(0, 1]",
+        "actor_learning_rate": "(0, 1]",
+        "critic_learning_rate": "(0, 1]",
+        "hidden_units": "[1, 65536]",
+    }
     expectile: float = 0.9
     weight_temp: float = 10.0
     max_weight: float = 100.0  # d3rlpy default (advantage-weight clip, as in the IQL code)

@@ -21,6 +21,17 @@ PRESETS = {
 
 @dataclass
 class TD3BCTrainerConfig(TrainerConfig):
+    ranges = {
+        "alpha": "[0, inf)",
+        "gamma": "(0, 1]",
+        "tau": "(0, 1]",
+        "actor_learning_rate": "(0, 1]",
+        "critic_learning_rate": "(0, 1]",
+        "target_smoothing_sigma": "[0, inf)",
+        "target_smoothing_clip": "[0, inf)",
+        "update_actor_interval": "[1, 1000000]",
+        "hidden_units": "[1, 65536]",
+    }
     alpha: float = 2.5
     gamma: float = 0.99
     actor_learning_rate: float = 3e-4

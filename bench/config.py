@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
+import re
 import typing
 from typing import Any, Literal, get_args, get_origin
 
@@ -70,9 +72,27 @@ def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _interval(spec: str) -> tuple[float, float, bool, bool]:
+    m = re.fullmatch(r"\s*([\[(])\s*([^,]+?)\s*,\s*([^\])]+?)\s*([\])])\s*", spec)
+    if not m:
+        raise ValueError(f"bad range {spec!r}")
+    return float(m.group(2)), float(m.group(3)), m.group(1) == "[", m.group(4) == "]"
+
+
+def _in_interval(value: float, spec: str) -> bool:
+    lo, hi, lo_closed, hi_closed = _interval(spec)
+    return (value > lo or (lo_closed and value == lo)) and (value < hi or (hi_closed and value == hi))
+
+
 @dataclasses.dataclass
 class Config:
-    """Base for augmenter and trainer configs."""
+    """Base for augmenter and trainer configs.
+
+    `ranges` gives every numeric field its valid interval ("(0, 1]", "[1, inf)"; for a list, every element, and
+    the list may not be empty); `from_dict` refuses a value outside it, and NaN or inf anywhere, before `check`.
+    """
+
+    ranges: typing.ClassVar[dict[str, str]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -91,8 +111,30 @@ class Config:
                 raise BenchError(f"{where}: unknown key '{key}'{hint}")
             kwargs[key] = _check_type(where, key, value, hints[key])
         obj = cls(**kwargs)
+        obj.check_ranges(where)
         obj.check(where)
         return obj
+
+    @classmethod
+    def all_ranges(cls) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            out.update(klass.__dict__.get("ranges", {}))
+        return out
+
+    def check_ranges(self, where: str) -> None:
+        for key, spec in self.all_ranges().items():
+            value = getattr(self, key)
+            if value is None:
+                continue
+            values = list(value) if isinstance(value, (list, tuple)) else [value]
+            if isinstance(value, (list, tuple)) and not values:
+                raise BenchError(f"{where}: '{key}' must not be empty")
+            for v in values:
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    continue
+                if not math.isfinite(v) or not _in_interval(v, spec):
+                    raise BenchError(f"{where}: '{key}' = {value!r} must be in {spec}")
 
     def check(self, where: str) -> None:
         """Range checks; subclasses extend this."""

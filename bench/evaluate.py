@@ -28,11 +28,39 @@ def make_env(meta: DatasetMeta):
     return gymnasium.make(meta.simulator.env_id, **kwargs)
 
 
-def check_evaluable(meta: DatasetMeta) -> None:
+def check_evaluable(meta: DatasetMeta, build: bool = False) -> None:
+    """Everything the evaluation needs, checked before the first gradient step: a task for OGBench data, an
+    environment id, reference scores with max > min for a normalised score, and (`build`) an environment that
+    can be built and whose spaces match the data."""
     if meta.source == "ogbench" and meta.task is None:
         raise BenchError(f"{meta.name}: goal-conditioned data needs a task for these trainers (--task N)")
-    if meta.source == "minari" and meta.reference_scores is None:
-        raise BenchError(f"{meta.name}: the Minari dataset has no reference scores (ref_min_score/ref_max_score)")
+    if not meta.simulator.env_id:
+        raise BenchError(f"{meta.name}: the dataset names no environment to evaluate in (meta.simulator.env_id)")
+    if meta.source != "ogbench":
+        ref = meta.reference_scores
+        if ref is None:
+            raise BenchError(f"{meta.name}: no reference scores (ref_min_score/ref_max_score) to normalise the "
+                             f"score with")
+        if not (np.isfinite(ref.min) and np.isfinite(ref.max) and ref.max > ref.min):
+            raise BenchError(f"{meta.name}: reference scores min {ref.min} and max {ref.max} cannot normalise a "
+                             f"score (max must exceed min)")
+    if not build:
+        return
+    try:
+        env = make_env(meta)
+    except BenchError:
+        raise
+    except Exception as e:  # noqa: BLE001  (gymnasium's NameNotFound, a bad kwarg, a missing asset)
+        raise BenchError(f"{meta.name}: cannot build the evaluation environment '{meta.simulator.env_id}' "
+                         f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+    try:
+        obs_shape, act_shape = tuple(env.observation_space.shape or ()), tuple(env.action_space.shape or ())
+    finally:
+        env.close()
+    if obs_shape != tuple(meta.observation_space.shape) or act_shape != tuple(meta.action_space.shape):
+        raise BenchError(f"{meta.name}: the evaluation environment '{meta.simulator.env_id}' has observations "
+                         f"{obs_shape} and actions {act_shape}, the data {tuple(meta.observation_space.shape)} and "
+                         f"{tuple(meta.action_space.shape)}")
 
 
 def evaluate(trainer, meta: DatasetMeta, episodes: int, seed: int) -> dict:

@@ -165,7 +165,7 @@ def plan(req: RunRequest, dataset=None):
     if dataset is None:
         data.ensure(req.dataset, say=lambda line: print(line, file=sys.stderr, flush=True))  # made on first use
         dataset = data.load(req.dataset, req.task)
-    check_evaluable(dataset.meta)
+    check_evaluable(dataset.meta, build=True)  # the evaluation environment, before the first gradient step
     device = provenance.resolve_device(req.device)
     return Plan(canonical_config(req, dataset, device, resolved), dataset, resolved, device)
 

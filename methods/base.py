@@ -39,6 +39,9 @@ from bench.dataset import Dataset, generated_trajectories, generated_transitions
 
 @dataclass
 class AugmenterConfig(Config):
+    ranges = {
+        "sample_seed": "[0, 4294967296)",
+    }
     sample_seed: int | None = None  # seed of the generation; None: the run's seed (a new one reuses the fit)
 
 

@@ -18,6 +18,10 @@ from methods.base import Augmenter, AugmenterConfig
 
 @dataclass
 class NoiseConfig(AugmenterConfig):
+    ranges = {
+        "scale": "[0, inf)",
+        "size": "(0, 1000]",
+    }
     scale: float = 0.1  # noise std, in units of each observation dimension's std over the dataset
     size: float = 1.0  # generated transitions, as a multiple of the dataset's size (sampled with replacement)
 

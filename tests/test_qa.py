@@ -85,3 +85,76 @@ def test_an_empty_only_pattern_is_refused(tmp_path, toy_file, results):
     with pytest.raises(BenchError, match="--only: an empty pattern"):
         sweep.select(runs, {}, False, False, "")
     assert len(sweep.select(runs, {}, False, False, None)) == len(runs)
+
+
+def _numeric_fields(cfg_cls):
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cfg_cls)
+    for f in dataclasses.fields(cfg_cls):
+        text = str(hints[f.name])
+        if any(t in text for t in ("int", "float")) and "bool" not in text:
+            yield f.name
+
+
+def _config_classes():
+    from algos import TRAINERS
+    from methods import AUGMENTERS
+
+    return [(f"algo {n}", TRAINERS.get(n).config_class) for n in TRAINERS.names()] + \
+        [(f"augmenter {n}", AUGMENTERS.get(n).config_class) for n in AUGMENTERS.names()]
+
+
+@pytest.mark.parametrize("owner,cfg_cls", _config_classes(), ids=lambda x: x if isinstance(x, str) else "")
+def test_every_numeric_config_field_has_a_range_that_is_enforced(owner, cfg_cls):
+    from bench.config import _interval
+
+    ranges = cfg_cls.all_ranges()
+    fields = list(_numeric_fields(cfg_cls))
+    assert set(fields) <= set(ranges), f"{owner}: no range for {sorted(set(fields) - set(ranges))}"
+    defaults = cfg_cls()
+    for name in fields:
+        lo, hi, lo_closed, hi_closed = _interval(ranges[name])
+        is_list = isinstance(getattr(defaults, name), (list, tuple))
+        wrap = (lambda v: [v]) if is_list else (lambda v: v)
+        bad = [float("nan")] + ([lo if not lo_closed else lo - 1] if lo > -float("inf") else []) + \
+              ([hi if not hi_closed else hi + 1] if hi < float("inf") else [])
+        for v in bad:
+            v = int(v) if "int" in str(cfg_cls.__dataclass_fields__[name].type) and v == v and abs(v) < float("inf") \
+                else v
+            with pytest.raises(BenchError, match=f"'{name}'"):
+                cfg_cls.from_dict({name: wrap(v)}, where=owner)
+        if is_list:
+            with pytest.raises(BenchError, match=f"'{name}' must not be empty"):
+                cfg_cls.from_dict({name: []}, where=owner)
+
+
+def test_a_nan_learning_rate_and_an_absurd_batch_are_refused_before_anything_is_written(toy_file, results):
+    for algo_config in ({"actor_learning_rate": float("nan")}, {"batch_size": 100_000_000}, {"gamma": 2},
+                        {"expectile": 1.5}, {"tau": -1}, {"hidden_units": [0]}, {"hidden_units": []}):
+        with pytest.raises(BenchError):
+            execute(req(algo_config=algo_config))
+    assert not results.exists()
+
+
+@pytest.mark.parametrize("update,match", [
+    (lambda m: {"simulator": m.simulator.model_copy(update={"env_id": None})}, "names no environment"),
+    (lambda m: {"simulator": m.simulator.model_copy(update={"env_id": "NoSuchEnv-v0"})},
+     "cannot build the evaluation environment 'NoSuchEnv-v0'"),
+    (lambda m: {"source": "generated", "reference_scores": None}, "no reference scores"),
+    (lambda m: {"source": "generated", "reference_scores": {"min": 1.0, "max": 1.0}}, "max must exceed min"),
+])
+def test_a_dataset_that_cannot_be_evaluated_is_refused_before_training(update, match, toy_file, results, tmp_path):
+    from bench import data
+    from bench.dataset import ReferenceScores
+
+    ds = data.load("toy-maze", 1)
+    changes = update(ds.meta)
+    if isinstance(changes.get("reference_scores"), dict):
+        changes["reference_scores"] = ReferenceScores(**changes["reference_scores"])
+    bad = type(ds)(meta=ds.meta.model_copy(update=changes), **ds.arrays())
+    path = bad.save(tmp_path / "bad.npz")
+    with pytest.raises(BenchError, match=match):
+        execute(req(dataset=str(path), task=None))
+    assert not results.exists()

@@ -203,7 +203,7 @@ def test_augmentation_is_cached_and_reused(toy_file, results):
     (dict(dataset="toy-maz"), "unknown dataset 'toy-maz'.*did you mean toy-maze"),
     (dict(algo_config={"expectle": 0.8}), "unknown key 'expectle'.*did you mean 'expectile'"),
     (dict(algo_config={"expectile": "high"}), "'expectile' = 'high' must be a number"),
-    (dict(augmenter="noise", augmenter_config={"scale": -1}), "'scale' must be >= 0"),
+    (dict(augmenter="noise", augmenter_config={"scale": -1}), r"'scale' = -1.0 must be in \[0, inf\)"),
     (dict(steps=-5), "^'steps' must be at least 1"),
     (dict(mix={"ratio": 1.5}), "'ratio' must be in \\[0, 1\\]"),
     (dict(algo="dt", augmenter="noise"), "not applicable"),
