@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bench.errors import BenchError
 from bench.io import save_npz
@@ -54,6 +54,17 @@ class SpaceSpec(BaseModel):
     dtype: str = "float32"
     low: list[float] | None = None
     high: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _bounds_fit_the_shape(self):
+        size = int(np.prod(self.shape)) if self.shape else 1
+        for name in ("low", "high"):
+            bound = getattr(self, name)
+            if bound is not None and len(bound) != size:
+                raise ValueError(f"'{name}' has {len(bound)} values for a space of shape {self.shape} ({size})")
+        if self.low is not None and self.high is not None and any(lo > hi for lo, hi in zip(self.low, self.high)):
+            raise ValueError("'low' exceeds 'high'")
+        return self
 
 
 class SimulatorSpec(BaseModel):
@@ -77,7 +88,7 @@ class ReferenceScores(BaseModel):
 class DatasetMeta(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schema_version: int = SCHEMA_VERSION
-    name: str
+    name: str = Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")  # no control characters
     source: Literal["ogbench", "minari", "generated", "test"]
     kind: Literal["trajectories", "transitions"] = "trajectories"
     task: int | None = None
@@ -211,6 +222,9 @@ class Dataset:
                 raise BenchError(f"{where}: '{k}' is not an array")
             if v.dtype != _DTYPES[k]:
                 raise BenchError(f"{where}: '{k}' has dtype {v.dtype}, expected {np.dtype(_DTYPES[k])}")
+        for k, v in arrs.items():
+            if v.ndim == 0:
+                raise BenchError(f"{where}: '{k}' is a 0-dimensional array (one row per step expected)")
         n = len(self.actions)
         if n == 0:
             raise BenchError(f"{where}: the dataset is empty (0 steps)")
@@ -457,6 +471,9 @@ def load(path: Path | str, *, check: bool = True) -> Dataset:
         meta_dict = json.loads(bytes(np.asarray(members.pop(META_KEY))).decode())
     except (ValueError, UnicodeDecodeError) as e:
         raise BenchError(f"{path}: metadata is not valid JSON ({e})") from None
+    if not isinstance(meta_dict, dict):
+        raise BenchError(f"{path}: metadata is a JSON {type(meta_dict).__name__}, not an object; not an augbench "
+                         f"dataset file")
     version = meta_dict.get("schema_version")
     if version != SCHEMA_VERSION:
         raise BenchError(f"{path}: schema version {version}, this augbench reads version {SCHEMA_VERSION}; "

@@ -158,3 +158,48 @@ def test_a_dataset_that_cannot_be_evaluated_is_refused_before_training(update, m
     with pytest.raises(BenchError, match=match):
         execute(req(dataset=str(path), task=None))
     assert not results.exists()
+
+
+def _crafted(tmp_path, name, meta_obj=None, **arrays):
+    import json
+
+    import numpy as np
+
+    from bench import data
+    from bench.dataset import META_KEY
+    from bench.io import save_npz
+
+    ds = data.load("toy-maze", 1)
+    meta = json.loads(ds.meta.model_dump_json()) if meta_obj is None else meta_obj
+    meta = None if meta == "__null__" else meta  # JSON null itself
+    if callable(meta):
+        meta = meta(json.loads(ds.meta.model_dump_json()))
+    members = {k: np.asarray(v) for k, v in ds.arrays().items()}
+    members.update(arrays)
+    path = tmp_path / f"{name}.npz"
+    save_npz(path, {META_KEY: np.frombuffer(json.dumps(meta).encode(), np.uint8), **members})
+    return path
+
+
+@pytest.mark.parametrize("name,make,match", [
+    ("list", dict(meta_obj=[1, 2]), "metadata is a JSON list, not an object"),
+    ("null", dict(meta_obj="__null__"), "metadata is a JSON NoneType, not an object"),
+    ("string", dict(meta_obj="x"), "metadata is a JSON str, not an object"),
+    ("zero-d-rewards", dict(rewards=1.0), "'rewards' is a 0-dimensional array"),
+    ("zero-d-actions", dict(actions=1.0), "'actions' is a 0-dimensional array"),
+    ("bounds", dict(meta_obj=lambda m: {**m, "action_space": {**m["action_space"], "low": [-1], "high": [1, 1, 1]}}),
+     "'low' has 1 values for a space of shape"),
+    ("nul-name", dict(meta_obj=lambda m: {**m, "name": "to\x00y"}), "invalid metadata .*name"),
+])
+def test_crafted_dataset_files_are_refused_in_one_line(name, make, match, tmp_path, toy_file, results):
+    import numpy as np
+
+    from bench.dataset import load
+
+    make = {k: (np.float32(v) if k in ("rewards", "actions") else v) for k, v in make.items()}
+    path = _crafted(tmp_path, name, **make)
+    with pytest.raises(BenchError, match=match):
+        load(path)
+    with pytest.raises(BenchError):
+        execute(req(dataset=str(path), task=None))
+    assert not results.exists()
