@@ -105,7 +105,14 @@ def data_show(
     from bench.data import show
     from bench.paths import figures_dir
 
+    if max_episodes < 1:
+        raise BenchError(f"--max-episodes: must be at least 1, got {max_episodes}")
     ds = data.load(name, task)
+    safe = ds.meta.name.replace("/", "_").replace(":", "_")
+    png = png.expanduser() if png else figures_dir() / (f"{safe}" + (f"-task{task}" if task else "") + ".png")
+    if png.is_dir():  # every check before anything is printed or written
+        raise BenchError(f"--out: {png} is a directory; give the PNG's file name")
+    ensure_dir(png.parent)
     table = Table(title=f"{ds.meta.name}" + (f" task {task}" if task else ""), show_header=False)
     for k, v in show.summary(ds).items():
         table.add_row(k, str(v))
@@ -116,10 +123,6 @@ def data_show(
     for dim, lo, hi, mean, std in show.ranges(ds)[:40]:
         rng.add_row(dim, f"{lo:.4g}", f"{hi:.4g}", f"{mean:.4g}", f"{std:.4g}")
     out.print(rng)
-    safe = ds.meta.name.replace("/", "_").replace(":", "_")
-    png = png.expanduser() if png else figures_dir() / (f"{safe}" + (f"-task{task}" if task else "") + ".png")
-    if max_episodes < 1:
-        raise BenchError(f"--max-episodes: must be at least 1, got {max_episodes}")
     show.draw(ds, png, max_episodes=max_episodes)
     out.print(f"picture: {png}", highlight=False, soft_wrap=True)
 

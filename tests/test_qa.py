@@ -203,3 +203,24 @@ def test_crafted_dataset_files_are_refused_in_one_line(name, make, match, tmp_pa
     with pytest.raises(BenchError):
         execute(req(dataset=str(path), task=None))
     assert not results.exists()
+
+
+def test_study_files_that_are_directories_or_not_text_and_garbage_results_are_one_line(tmp_path, toy_file):
+    from tests.test_cli import assert_one_line_error, bench
+
+    folder = tmp_path / "dir.yaml"
+    folder.mkdir()
+    binary = tmp_path / "bad.yaml"
+    binary.write_bytes(b"name: \xff\xfe\n")
+    garbage = tmp_path / "g.parquet"
+    garbage.write_text("garbage")
+    for args, needle in ((["sweep", str(folder), "--dry-run"], "not a study file"),
+                         (["status", str(folder)], "not a study file"),
+                         (["collect", str(folder)], "not a study file"),
+                         (["sweep", str(binary), "--dry-run"], "not UTF-8 text"),
+                         (["report", str(garbage), "--out", str(tmp_path / "rep")], "not a readable results file"),
+                         (["data", "show", "toy-maze", "--task", "1", "--out", str(folder)], "is a directory")):
+        res = bench(*args)
+        assert_one_line_error(res, needle)
+        assert res.stdout.strip() == ""  # nothing printed before the error
+    assert not (tmp_path / "rep").exists()

@@ -216,8 +216,16 @@ def load(source: Path) -> tuple[pd.DataFrame, pd.DataFrame, str]:
         if not source.exists():
             raise BenchError(f"{source}: no such results file")
         curves = source.with_name(source.stem + "-curves.parquet")
-        return (pd.read_parquet(source), pd.read_parquet(curves) if curves.exists() else pd.DataFrame(),
-                str(source))
+
+        def read(p: Path) -> pd.DataFrame:
+            try:
+                return pd.read_parquet(p)
+            except Exception as e:  # noqa: BLE001  (pyarrow's ArrowInvalid, OSError, ...)
+                raise BenchError(f"{p}: not a readable results file ({type(e).__name__}: "
+                                 f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}); collect the study "
+                                 f"again with `bench collect`") from None
+
+        return read(source), read(curves) if curves.exists() else pd.DataFrame(), str(source)
     from bench.errors import BenchError
 
     raise BenchError(f"{source}: give a study file (.yaml) or a collected results file (.parquet)")

@@ -112,7 +112,14 @@ def load_study(path: Path | str) -> tuple[Study, Any]:
     path = Path(path)
     if not path.exists():
         raise BenchError(f"{path}: no such study file")
-    text = path.read_text()
+    if not path.is_file():
+        raise BenchError(f"{path}: not a study file (a directory or a device)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise BenchError(f"{path}: not UTF-8 text (byte {e.start}); a study file is YAML") from None
+    except OSError as e:
+        raise BenchError(f"{path}: cannot read the study file ({e.strerror or e})") from None
     try:
         root = yaml.compose(text)
         raw = yaml.safe_load(text)
