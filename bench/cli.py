@@ -79,6 +79,8 @@ def data_make(
     if workers is not None and workers < 1:
         raise BenchError(f"--workers: must be at least 1, got {workers}")
     path = (out_path.expanduser() if out_path else data.file_for(name))
+    if path.suffix != ".npz" or path.is_dir():  # checked before the generation, not after it
+        raise BenchError(f"--out: {path} must be a file name ending in .npz")
     side = pointmaze.read_sidecar(path)
     if path.exists() and pointmaze.val_path(path).exists() and not force and side and side.get("config") == asdict(cfg):
         out.print(f"[green]up to date[/]: {path} (same config and seed; --force regenerates)")
@@ -192,6 +194,9 @@ def run_cmd(
                      algo_config=_json_option(algo_config, "--algo-config"),
                      mix={"mode": mix, "ratio": ratio}, device=device)
     planned = plan(req)  # every check before the progress bar and before anything is written
+    from bench.run import results_root
+
+    ensure_dir((results_dir or results_root()) / "runs")  # an unwritable results root fails now
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
                   TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[last]}"),
                   console=err) as prog:

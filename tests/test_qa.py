@@ -224,3 +224,18 @@ def test_study_files_that_are_directories_or_not_text_and_garbage_results_are_on
         assert_one_line_error(res, needle)
         assert res.stdout.strip() == ""  # nothing printed before the error
     assert not (tmp_path / "rep").exists()
+
+
+def test_destinations_are_checked_before_the_work(tmp_path, toy_file):
+    from tests.test_cli import assert_one_line_error, bench
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    res = bench("data", "make", "toy-maze", "--episodes", "3", "--out", str(folder))
+    assert_one_line_error(res, "--out", "must be a file name ending in .npz")  # before generating, no bar
+    res = bench("run", "--dataset", "toy-maze", "--task", "1", "--algo", "iql", "--steps", "10", "--results-dir",
+                str(blocker / "results"))
+    assert_one_line_error(res, "cannot create directory")  # before the progress bar
+    assert blocker.read_text() == "a file"
