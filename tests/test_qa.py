@@ -239,3 +239,82 @@ def test_destinations_are_checked_before_the_work(tmp_path, toy_file):
                 str(blocker / "results"))
     assert_one_line_error(res, "cannot create directory")  # before the progress bar
     assert blocker.read_text() == "a file"
+
+
+KILL_STUDY = """\
+name: kills
+datasets:
+  - name: toy-maze
+    tasks: [1]
+augmenters:
+  - name: none
+algos:
+  - name: iql
+    config: {batch_size: 16, hidden_units: [32, 32]}
+seeds: [0, 1, 2]
+training: {steps: 400, eval_every: 100}
+evaluation: {episodes: 1}
+executor: {kind: local, workers: 2}
+"""
+
+
+def _workers_of(pid: int) -> list[int]:
+    from pathlib import Path
+
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            status = (proc / "status").read_text()
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("PPid:")))
+        if ppid == pid and b"spawn_main" in cmdline:
+            out.append(int(proc.name))
+    return out
+
+
+def _start_sweep(tmp_path, results):
+    import subprocess
+    import sys
+    import time
+
+    study = write(tmp_path, KILL_STUDY, name="kills.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(study)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not list(results.rglob("curve.csv")):
+        time.sleep(0.2)
+    workers = _workers_of(proc.pid)
+    assert workers, "no worker processes found"
+    return proc, workers
+
+
+def test_a_killed_worker_fails_or_retries_its_run_and_the_sweep_goes_on(tmp_path, toy_file, results):
+    import json
+    import signal
+
+    proc, workers = _start_sweep(tmp_path, results)
+    os.kill(workers[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert "Traceback" not in err and "BrokenProcessPool" not in err, err[-2000:]
+    assert proc.returncode == 0, (out, err)
+    done = [json.loads(p.read_text()) for p in results.rglob("result.json")]
+    assert len(done) == 3 and all(r["grad_steps"] == 400 for r in done)  # the killed run was run again
+
+
+def test_workers_stop_when_their_launcher_is_killed(tmp_path, toy_file, results):
+    import signal
+    import time
+
+    proc, workers = _start_sweep(tmp_path, results)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and any(os.path.exists(f"/proc/{w}") for w in workers):
+        time.sleep(0.2)
+    alive = [w for w in workers if os.path.exists(f"/proc/{w}") and
+             "Z" not in open(f"/proc/{w}/status").read().split("State:")[1][:4]]
+    assert not alive, f"orphaned workers still running: {alive}"

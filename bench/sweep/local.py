@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from bench.errors import RunningElsewhere
@@ -48,10 +51,21 @@ def _train_job(req: RunRequest, force: bool, root: str) -> tuple[str, str, str]:
         return "failed", rid, f"{type(e).__name__}: {e}"
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, launcher_pid: int | None = None) -> None:
+    """Worker set-up: its share of the CPU threads, and a watchdog that ends the worker when its launcher is
+    gone (killed, or stopped by Ctrl-C), so no orphan goes on training."""
+    import threading
+
     import torch
 
     torch.set_num_threads(threads)
+    if launcher_pid is not None:
+        def watch():
+            while True:
+                time.sleep(1.0)
+                if os.getppid() != launcher_pid:
+                    os._exit(1)
+        threading.Thread(target=watch, daemon=True).start()
 
 
 def run_local(todo: list[PlannedRun], workers: int, force: bool, progress=None, in_process: bool = False) -> dict:
@@ -75,23 +89,72 @@ def run_local(todo: list[PlannedRun], workers: int, force: bool, progress=None, 
                 progress(counts, 0)
         return {**counts, "failures": failures}
     threads = max(1, (os.cpu_count() or 1) // workers)
+    started = time.time()
+    breaks: dict[int, int] = {}  # run index -> times a worker died while it was unfinished
+    remaining = list(range(len(todo)))
+    first = True
+    while remaining:
+        remaining = _pool_pass(todo, remaining, workers, threads, force, root, augs if first else {}, counts,
+                               failures, breaks, started, progress)
+        first = False
+    return {**counts, "failures": failures}
+
+
+def _pool_pass(todo, indices, workers, threads, force, root, augs, counts, failures, breaks, started, progress):
+    """Run `indices` of `todo` in one process pool; returns the indices to run again in a fresh pool because a
+    worker died (kill -9, the OOM killer) and took the pool down.  A run that was under way when a worker died
+    twice is recorded as failed; the others are simply run again."""
     import multiprocessing as mp
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                             initargs=(threads,)) as pool:
+    again: list[int] = []
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                               initargs=(threads, os.getpid()))
+    try:
         for fut in [pool.submit(_augment_job, req) for req in augs.values()]:
             exc = fut.exception()
             if exc is not None:
                 failures.append(("augmentation", f"{type(exc).__name__}: {exc}"))
-        pending = {pool.submit(_train_job, r.request, force, root): r for r in todo}
+        pending = {pool.submit(_train_job, todo[i].request, force, root): i for i in indices}
         while pending:
             finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
             for fut in finished:
-                r = pending.pop(fut)
-                status, rid, msg = fut.result()
+                i = pending.pop(fut)
+                r = todo[i]
+                try:
+                    status, rid, msg = fut.result()
+                except BrokenProcessPool:
+                    if not _was_under_way(r, root, started):
+                        again.append(i)  # it never started: run it in the next pool
+                        continue
+                    breaks[i] = breaks.get(i, 0) + 1
+                    if breaks[i] < 2:
+                        again.append(i)  # retried once
+                        continue
+                    status, msg = "failed", ("its worker process died twice while training it (killed by a "
+                                             "signal or the out-of-memory killer)")
                 counts[status] += 1
                 if status == "failed":
                     failures.append((r.label, msg))
             if progress:
                 progress(counts, min(workers, len(pending)))
-    return {**counts, "failures": failures}
+    except KeyboardInterrupt:
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True)
+    return again
+
+
+def _was_under_way(r: PlannedRun, root: str, started: float) -> bool:
+    """Whether this sweep had started training the run (its config.json was written since the sweep began)."""
+    if not r.run_id:
+        return False
+    config = Path(root) / "runs" / r.run_id / "config.json"
+    return config.exists() and config.stat().st_mtime >= started
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Ctrl-C: stop now, not after the runs under way (they resume from their checkpoints next time)."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        with contextlib.suppress(Exception):
+            proc.kill()
