@@ -156,12 +156,11 @@ class D3rlpyTrainer(Trainer):
         import torch
         from d3rlpy.torch_utility import TorchMiniBatch
 
-        def t(x):
-            return x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
+        from bench.batches import to_torch
 
         cfg = self.algo.config
-        obs, next_obs, actions, rewards = t(batch.observations), t(batch.next_observations), t(batch.actions), \
-            t(batch.rewards)
+        obs, next_obs = to_torch(batch.observations), to_torch(batch.next_observations)
+        actions, rewards = to_torch(batch.actions), to_torch(batch.rewards)
         if cfg.observation_scaler is not None:
             obs, next_obs = cfg.observation_scaler.transform(obs), cfg.observation_scaler.transform(next_obs)
         if cfg.action_scaler is not None:
@@ -171,7 +170,7 @@ class D3rlpyTrainer(Trainer):
         return TorchMiniBatch(
             observations=obs, actions=actions, rewards=rewards, next_observations=next_obs,
             next_actions=torch.zeros_like(actions),  # unused by IQL, TD3+BC and CQL (no SARSA target)
-            returns_to_go=torch.zeros_like(rewards), terminals=t(batch.terminals),
+            returns_to_go=torch.zeros_like(rewards), terminals=to_torch(batch.terminals),
             intervals=torch.ones_like(rewards), device=self.device)
 
     def train(self, n_steps: int) -> None:

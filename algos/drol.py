@@ -227,18 +227,14 @@ class DROL(Trainer):
         return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach()}
 
     def tensors(self, batch):
-        import torch
+        from bench.batches import to_torch
 
         c = self.config
-
-        def t(x):
-            return x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
-
-        obs = t(batch.observations).reshape(len(batch), -1)
-        next_obs = t(batch.next_observations).reshape(len(batch), -1)
-        actions = t(batch.actions).clamp(-c.action_clip, c.action_clip)
-        rewards = t(batch.rewards).reshape(-1) + c.reward_offset
-        masks = 1.0 - t(batch.terminals).reshape(-1)
+        obs = to_torch(batch.observations).reshape(len(batch), -1)
+        next_obs = to_torch(batch.next_observations).reshape(len(batch), -1)
+        actions = to_torch(batch.actions).clamp(-c.action_clip, c.action_clip)
+        rewards = to_torch(batch.rewards).reshape(-1) + c.reward_offset
+        masks = 1.0 - to_torch(batch.terminals).reshape(-1)
         return obs, actions, rewards, next_obs, masks
 
     # -- the trainer interface --------------------------------------------------------------------------------

@@ -96,16 +96,12 @@ class DecisionTransformer(D3rlpyTrainer):
 
     def torch_batch(self, batch):
         """The TorchTrajectoryMiniBatch d3rlpy's transformer `update` would build (no scalers configured)."""
-        import torch
         from d3rlpy.torch_utility import TorchTrajectoryMiniBatch
 
-        def t(x):
-            return x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
+        from bench.batches import to_torch
 
-        return TorchTrajectoryMiniBatch(
-            observations=t(batch.observations), actions=t(batch.actions), rewards=t(batch.rewards),
-            returns_to_go=t(batch.returns_to_go), terminals=t(batch.terminals), timesteps=t(batch.timesteps),
-            masks=t(batch.masks), device=self.device)
+        fields = ("observations", "actions", "rewards", "returns_to_go", "terminals", "timesteps", "masks")
+        return TorchTrajectoryMiniBatch(**{k: to_torch(getattr(batch, k)) for k in fields}, device=self.device)
 
     def reset_episode(self) -> None:
         self.policy = self.algo.as_stateful_wrapper(target_return=self.target_return)

@@ -72,6 +72,13 @@ class TrajectoryBatch:
         return int(self.actions.shape[0])
 
 
+def to_torch(x):
+    """A batch field as a torch tensor: CUDA batches already are; CPU arrays are wrapped without a copy."""
+    import torch
+
+    return x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
+
+
 def split_counts(mix: MixConfig, batch_size: int, has_generated: bool) -> tuple[int, int] | None:
     """(original, generated) rows per batch; None for `union` (drawn per batch)."""
     if not has_generated:

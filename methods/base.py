@@ -59,7 +59,7 @@ class Augmenter(abc.ABC):
         self.device = device  # the run's device (`bench run --device`): where models train and samples are drawn
         self.rng = np.random.default_rng(seed)  # numpy randomness: this generator only, never numpy's global one
         self.simulator_factory = simulator_factory
-        self._torch_generator = None
+        self._torch_seed, self._torch_generator = seed, None  # the torch Generator is made on first use
         # Set by the harness (bench.augment) before `fit`: where fit checkpoints go, and who hears progress.
         self.checkpoint_path: Path | None = None
         self.on_progress: Callable[[int, int], None] | None = None
@@ -71,8 +71,7 @@ class Augmenter(abc.ABC):
         if self._torch_generator is None:
             import torch
 
-            seed = getattr(self, "_torch_seed", self.seed)
-            self._torch_generator = torch.Generator(device=torch.device(self.device)).manual_seed(seed)
+            self._torch_generator = torch.Generator(device=torch.device(self.device)).manual_seed(self._torch_seed)
         return self._torch_generator
 
     @abc.abstractmethod

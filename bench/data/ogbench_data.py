@@ -168,8 +168,8 @@ def _convert(base: str, task: int | None, path: Path, display_name: str | None, 
         prefix = f"{family}-singletask-task"
         tasks = sorted(int(k[len(prefix):].split("-")[0]) for k in gymnasium.registry if k.startswith(prefix))
         if task not in tasks:
-            raise ConfigError(f"'task' = {task}: {base} has no such task (tasks: {', '.join(map(str, tasks)) or 'none'})",
-                              "request", "task")
+            known = ", ".join(map(str, tasks)) or "none"
+            raise ConfigError(f"'task' = {task}: {base} has no such task (tasks: {known})", "request", "task")
     check_raw_file(path, need_state=True)
     check_raw_file(val, need_state=True)
     ensure_dir(cache_dir())
