@@ -82,7 +82,8 @@ def data_make(
     if path.suffix != ".npz" or path.is_dir():  # checked before the generation, not after it
         raise BenchError(f"--out: {path} must be a file name ending in .npz")
     side = pointmaze.read_sidecar(path)
-    if path.exists() and pointmaze.val_path(path).exists() and not force and side and side.get("config") == asdict(cfg):
+    if path.exists() and pointmaze.val_path(path).exists() and not force and side and side.get("config") == asdict(cfg) \
+            and pointmaze.check_set(path) is None:
         out.print(f"[green]up to date[/]: {path} (same config and seed; --force regenerates)")
         return
     ensure_dir(path.parent)  # an unwritable destination fails now, before the progress bar
@@ -393,6 +394,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except OSError as e:  # a path the system refuses (name too long, permission, no space): one line, no traceback
+        where = f"{e.filename}: " if e.filename else ""
+        err.print(f"[red]error[/]: {where}{e.strerror or e}", highlight=False, soft_wrap=True)
+        sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

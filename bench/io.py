@@ -80,6 +80,25 @@ def atomic_open(path: Path | str, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
+def stage_path(path: Path | str) -> Path:
+    """A temporary name beside `path` in the PID-named pattern of `atomic_open` (so the stale-temporary cleanup of
+    the next writer removes it if its writer dies), for files that are committed later, as part of a set."""
+    path = Path(path).expanduser()
+    ensure_dir(path.parent)
+    remove_stale_temporaries(path)
+    return path.with_name(f".{path.name}.p{os.getpid()}.{os.urandom(4).hex()}.tmp")
+
+
+def file_sha256(path: Path | str, chunk: int = 1 << 22) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def write_json(path: Path | str, obj) -> None:
     with atomic_open(path, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True, default=str)

@@ -108,6 +108,7 @@ def test_canonical_cache_is_reused_and_invalidated(ogbench_home, tmp_path, monke
     shutil.copy(home2 / target.name, target)
     (ogbench_home / "pointmaze-medium-stitch-v0-val.npz").unlink()
     shutil.copy(pointmaze.val_path(home2 / target.name), ogbench_home / "pointmaze-medium-stitch-v0-val.npz")
+    shutil.copy(pointmaze.sidecar_path(home2 / target.name), pointmaze.sidecar_path(target))  # the set's manifest
     third = data.load("pointmaze-medium-stitch-v0", task=2)
     assert not isinstance(third.observations, np.memmap)
     assert third.meta.content_hash != first.meta.content_hash

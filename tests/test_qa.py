@@ -318,3 +318,57 @@ def test_workers_stop_when_their_launcher_is_killed(tmp_path, toy_file, results)
     alive = [w for w in workers if os.path.exists(f"/proc/{w}") and
              "Z" not in open(f"/proc/{w}/status").read().split("State:")[1][:4]]
     assert not alive, f"orphaned workers still running: {alive}"
+
+
+@pytest.mark.parametrize("killed_before", [1, 2, 3, 4, 5])
+def test_data_make_writes_train_val_and_sidecar_as_one_set(killed_before, tmp_path, monkeypatch):
+    """A generation interrupted before any of its five renames (val staged, train staged, manifest, val, train)
+    leaves the old set loading as it was, or a set that load refuses, `bench data make` does not call up to date
+    and first use regenerates; never a new val file beside the old train file that loads without complaint."""
+    from dataclasses import replace
+
+    from bench import data
+    from bench.data import pointmaze
+
+    monkeypatch.setenv("AUGBENCH_CACHE", str(tmp_path / "cache"))
+    old_cfg = pointmaze.MazeGenConfig(maze="medium", kind="stitch", episodes=20, episode_steps=21, seed=1)
+    path = data.file_for("toy-maze")
+    data.make("toy-maze", old_cfg)
+    old = data.load("toy-maze", 1)
+    real, calls = os.replace, []
+
+    def dying_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == killed_before:
+            raise KeyboardInterrupt  # the process stops here
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", dying_replace)
+    with pytest.raises(KeyboardInterrupt):
+        data.make("toy-maze", replace(old_cfg, seed=2))
+    monkeypatch.setattr(os, "replace", real)
+    problem = pointmaze.check_set(path)
+    if killed_before <= 3:  # the manifest was not committed: the old set, whole
+        assert problem is None
+        assert (data.load("toy-maze", 1).observations == old.observations).all()
+    else:
+        assert problem and "interrupted" in problem
+        with pytest.raises(BenchError, match="is not the file its manifest names.*bench data make toy-maze --force"):
+            data.load("toy-maze", 1)
+        assert data.ensure("toy-maze", say=lambda line: None)  # first use regenerates the set
+        assert pointmaze.check_set(path) is None
+        data.load("toy-maze", 1)
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("args", [
+    ("run", "--dataset", "x" * 300 + ".npz", "--algo", "iql", "--steps", "4"),
+    ("data", "show", "x" * 300 + ".npz"),
+    ("data", "make", "toy-maze", "--out", "x" * 300 + ".npz"),
+])
+def test_a_path_over_the_file_name_limit_is_one_line(args, tmp_path, results):
+    from tests.test_cli import assert_one_line_error, bench
+
+    res = bench(*args, env={"AUGBENCH_CACHE": str(tmp_path / "cache")})
+    assert_one_line_error(res, "File name too long")
+    assert not results.exists() and not (tmp_path / "cache" / "datasets").exists()

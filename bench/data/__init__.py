@@ -105,15 +105,20 @@ def ensure(name: str, say=None) -> bool:
     if base is None:
         return False
     path = file_for(base)
-    if path.exists() and pointmaze.val_path(path).exists():
+
+    def whole() -> bool:
+        return path.exists() and pointmaze.val_path(path).exists() and pointmaze.check_set(path) is None
+
+    if whole():
         return False
     ensure_dir(path.parent)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.exists() and pointmaze.val_path(path).exists():
+        if whole():
             return False
+        what = "not generated yet" if not path.exists() else "an earlier generation was interrupted"
         if say:
-            say(f"{name}: not generated yet; generating {base} now, once (`bench data make {base}` does the same)")
+            say(f"{name}: {what}; generating {base} now, once (`bench data make {base}` does the same)")
         make(base)
     return True
 

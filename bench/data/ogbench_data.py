@@ -141,7 +141,8 @@ def load_ogbench(
         return _convert(base, task, path, display_name, split)
     val = pointmaze.val_path(path)
     stamp = [str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns, task, split, display_name,
-             SCHEMA_VERSION] + ([val.stat().st_size, val.stat().st_mtime_ns] if val.exists() else [])
+             SCHEMA_VERSION] + [[q.stat().st_size, q.stat().st_mtime_ns] for q in (val, pointmaze.sidecar_path(path))
+                                if q.exists()]  # a new manifest (an interrupted generation) misses the cache
     key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
     cached = cache_dir() / "canonical" / f"{path.stem}-{f'task{task}' if task else 'goals'}-{split}-{key}.npz"
     if cached.exists():
@@ -155,6 +156,9 @@ def load_ogbench(
 
 
 def _convert(base: str, task: int | None, path: Path, display_name: str | None, split: str) -> Dataset:
+    problem = pointmaze.check_set(path)
+    if problem:
+        raise BenchError(f"{path}: {problem}; regenerate the set with `bench data make {display_name or base} --force`")
     import gymnasium
 
     import ogbench

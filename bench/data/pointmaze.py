@@ -24,6 +24,8 @@ Speed: the env's `get_oracle_subgoal` runs a BFS over the whole maze at every st
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -36,7 +38,8 @@ from typing import Callable, Literal
 import numpy as np
 
 from bench.errors import BenchError, ConfigError
-from bench.io import save_npz, write_json
+from bench.io import ensure_dir, file_sha256, save_npz, stage_path, write_json
+from bench.paths import cache_dir
 
 MAZES = ("medium", "large", "giant")
 KINDS = ("navigate", "stitch")
@@ -290,19 +293,62 @@ def sidecar_path(train_path: Path) -> Path:
 
 
 def write(train: dict, val: dict, path: Path, cfg: MazeGenConfig, seconds: float) -> Path:
-    """Save as OGBench ships them (compressed npz, same keys and dtypes).  Every file is written atomically,
-    the val file first and the train file last; the sidecar records the generation config."""
+    """Save as OGBench ships them (compressed npz, same keys and dtypes), the train file, the val file and the
+    sidecar as one set: both data files are first written in full under temporary names, then the sidecar (the
+    manifest: generation config and the SHA-256 of each data file) is committed, then the two files are renamed
+    into place.  A kill anywhere leaves either the old set, or a set whose files do not match their manifest,
+    which `check_set` (run on every load that is not cached) refuses; never a new val file beside an old train
+    file that loads without complaint."""
     path = Path(path)
     if path.suffix != ".npz":
         raise BenchError(f"{path}: dataset files must end in .npz")
-    for p, arrays in ((val_path(path), val), (path, train)):
-        save_npz(p, arrays, compress=True)
-    rows = len(train["terminals"]) + len(val["terminals"])
-    write_json(sidecar_path(path), {
-        "generator": "augbench.pointmaze", "config": asdict(cfg), "ogbench_name": cfg.ogbench_name,
-        "rows": rows, "seconds": round(seconds, 3), "steps_per_second": round(rows / max(seconds, 1e-9), 1),
-    })
+    staged = {}
+    try:
+        for p, arrays in ((val_path(path), val), (path, train)):
+            staged[p] = save_npz(stage_path(p), arrays, compress=True)
+        rows = len(train["terminals"]) + len(val["terminals"])
+        write_json(sidecar_path(path), {
+            "generator": "augbench.pointmaze", "config": asdict(cfg), "ogbench_name": cfg.ogbench_name,
+            "rows": rows, "seconds": round(seconds, 3), "steps_per_second": round(rows / max(seconds, 1e-9), 1),
+            "files": {p.name: {"sha256": file_sha256(t), "bytes": t.stat().st_size} for p, t in staged.items()},
+        })
+        for p, t in staged.items():
+            os.replace(t, p)
+    finally:
+        for t in staged.values():
+            with contextlib.suppress(OSError):
+                t.unlink()
     return path
+
+
+def check_set(train_path: Path) -> str | None:
+    """None when the train and val files are the ones their sidecar names (or the files have no sidecar: an
+    OGBench download); else what is wrong, in a few words."""
+    train_path = Path(train_path)
+    side = read_sidecar(train_path)
+    if side is None:
+        return ("its sidecar (the set's manifest) is missing or unreadable" if sidecar_path(train_path).exists()
+                else None)
+    files = side.get("files")
+    if not isinstance(files, dict):
+        return None  # written before manifests existed
+    trio = (train_path, val_path(train_path), sidecar_path(train_path))
+    stamp = [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] if p.exists() else None for p in trio]
+    marker = cache_dir() / "verified" / hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:24]
+    if marker.exists():
+        return None  # this exact set (paths, sizes, times) was hashed before
+    for p in (train_path, val_path(train_path)):
+        want = files.get(p.name)
+        if not isinstance(want, dict):
+            return f"the manifest does not name {p.name}"
+        if not p.exists():
+            return f"{p.name} is missing"
+        if p.stat().st_size != want.get("bytes") or file_sha256(p) != want.get("sha256"):
+            return f"{p.name} is not the file its manifest names (a generation was interrupted)"
+    with contextlib.suppress(OSError):
+        ensure_dir(marker.parent)
+        marker.touch()
+    return None
 
 
 def read_sidecar(train_path: Path) -> dict | None:
