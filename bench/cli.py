@@ -320,8 +320,10 @@ def sweep_cmd(
         else:
             res = sweep.run_local(todo, n_workers, force, progress=report, in_process=kind == "debug")
     elsewhere = f", {res['elsewhere']} running elsewhere (left to that process)" if res.get("elsewhere") else ""
+    if res.get("reattached"):
+        elsewhere += f" ({res['reattached']} of them already queued by an earlier launcher, waited on, not resubmitted)"
     out.print(f"{study.name}: {res['done']} runs done, {res['failed']} failed{elsewhere}, "
-              f"{res['augmentations']} augmentations")
+              f"{res['augmentations']} augmentations", highlight=False, soft_wrap=True)
     for label, msg in res["failures"]:
         out.print(f"  failed {label}: {msg}", highlight=False, soft_wrap=True)
     from bench.run import results_root
@@ -340,11 +342,22 @@ def status_cmd(file: Path = typer.Argument(..., help="Study file.")):
     study, runs = sweep.expand(file)
     states = sweep.run_states()
     counts = sweep.describe(runs, states)
+    flying = sweep.in_flight(study.name)["train"]  # SLURM jobs of this study the scheduler still holds
+    jobs = {}
+    for r in runs:
+        if r.run_id in flying and states.get(r.run_id, "pending") in ("pending", "incomplete"):
+            jid, state = flying[r.run_id]
+            kind = "queued" if state == "PENDING" else "running"
+            counts[states.get(r.run_id, "pending")] -= 1
+            counts[kind] = counts.get(kind, 0) + 1
+            jobs[r.label] = (kind, jid, state)
     keys = set(sweep.distinct_augmentations(runs))
     done_augs = sum(cache_path(k).exists() for k in keys)
     out.print(f"{study.name}: augmentation {done_augs}/{len(keys)} done; training " +
               ", ".join(f"{k} {v}" for k, v in counts.items()) + " (incomplete = running now, or interrupted "
               "and resumable from its checkpoint)", highlight=False, soft_wrap=True)
+    for label, (kind, jid, state) in jobs.items():
+        out.print(f"  {kind} {label} (SLURM job {jid}, {state})", highlight=False, soft_wrap=True)
     for r in runs:
         if r.run_id and states.get(r.run_id) == "failed":
             out.print(f"  failed {r.label} ({r.run_id}):", highlight=False, soft_wrap=True)

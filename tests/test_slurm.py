@@ -49,7 +49,7 @@ def bench(*args, env=None, **kw):
 
 def squeue(study_name: str) -> list[tuple[str, str]]:
     """(job id, state) of this study's jobs only."""
-    out = subprocess.run(["squeue", "-h", "-n", f"augbench-{study_name}", "-o", "%i %T"], capture_output=True,
+    out = subprocess.run(["squeue", "-h", "-r", "-n", f"augbench-{study_name}", "-o", "%i %T"], capture_output=True,
                          text=True).stdout
     return [tuple(line.split()) for line in out.strip().splitlines() if line.strip()]
 
@@ -161,3 +161,39 @@ def test_packed_runs_share_jobs(slurm_cluster, tmp_path, toy_file, results):
         ["sacct", "-X", "-n", "--name", "augbench-slurm-packed", "-o", "JobID%20,State"], capture_output=True,
         text=True).stdout.splitlines() if "COMPLETED" in line], 30, "accounting records")
     assert len(tasks) == 2  # 4 runs in 2 array tasks
+
+
+def test_restarted_launcher_waits_on_queued_jobs_instead_of_resubmitting(slurm_cluster, tmp_path, toy_file, results):
+    """Issue 12: kill -9 the launcher while its array is queued, run it again: nothing is submitted twice,
+    `bench status` shows the queued runs with their job ids, and the second launcher collects the first's jobs."""
+    import signal
+
+    def accounted() -> set[str]:
+        return set(subprocess.run(["sacct", "-X", "-n", "--name", "augbench-slurm-restart", "-o", "JobID%20"],
+                                  capture_output=True, text=True).stdout.split())
+
+    before = accounted()  # the cluster outlives a test: earlier runs of this test are in its accounting
+    p = study(tmp_path, name="slurm-restart")
+    p.write_text(p.read_text().replace("array_parallelism: 2}", "array_parallelism: 2, additional: {hold: true}}"))
+    first = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(p)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    ledger = results / "slurm" / "slurm-restart" / "ledger.json"
+    wait_until(lambda: ledger.exists() and len(squeue("slurm-restart")) == 2, 120, "two held tasks in the ledger")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    held = sorted(j for j, _ in squeue("slurm-restart"))
+    status = bench("status", str(p))
+    assert "queued 2" in status.stdout, status.stdout
+    for jid in held:
+        assert f"(SLURM job {jid}, PENDING)" in status.stdout, status.stdout
+    second = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(p)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # long enough for a resubmission to show in the queue
+    assert sorted(j for j, _ in squeue("slurm-restart")) == held  # nothing submitted again
+    subprocess.run(["scontrol", "release", held[0].split("_")[0]], check=True)
+    out, err = second.communicate(timeout=600)
+    assert second.returncode == 0, out + err
+    assert "2 runs done, 0 failed" in out and "2 of them already queued by an earlier launcher" in out, out
+    assert sorted(accounted() - before) == held  # one array of two tasks, ever
+    _, runs = sweep.expand(p)
+    assert all(sweep.run_states()[r.run_id] == "done" for r in runs)

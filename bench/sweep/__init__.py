@@ -16,7 +16,7 @@ from bench.sweep.local import run_local
 from bench.sweep.plan import (PlannedRun, describe, distinct_augmentations, error_lines, expand, run_states,
                               select)
 from bench.sweep.schema import Study, load_study
-from bench.sweep.slurm import make_executor, run_slurm, slurm_available, slurm_parameters
+from bench.sweep.slurm import in_flight, make_executor, run_slurm, slurm_available, slurm_parameters
 
-__all__ = ["PlannedRun", "Study", "describe", "distinct_augmentations", "error_lines", "expand", "load_study",
+__all__ = ["PlannedRun", "Study", "describe", "distinct_augmentations", "error_lines", "expand", "in_flight", "load_study",
            "make_executor", "run_local", "run_slurm", "run_states", "select", "slurm_available", "slurm_parameters"]

@@ -68,12 +68,77 @@ def _augment_many(requests: list[RunRequest]) -> list[str]:
     return [_augment_job(r) for r in requests]
 
 
-def _submit(executor, fn, items: list, max_array: int) -> list:
+def _submit(executor, fn, items: list, max_array: int, record=None) -> list:
+    """Submit `items` as arrays of at most `max_array` tasks; `record(jobs, first)` runs right after each array
+    is accepted (the ledger), so a launcher killed later never submits those tasks again."""
     jobs = []
     for i in range(0, len(items), max_array):
         with executor.batch():
-            jobs += [executor.submit(fn, *args) for args in items[i:i + max_array]]
+            batch = [executor.submit(fn, *args) for args in items[i:i + max_array]]
+        if record:
+            record(batch, i)
+        jobs += batch
     return jobs
+
+
+# ------------------------------------------------------------------------------------------ ledger
+# results/slurm/<study>/ledger.json: {"train": {job id: [run ids]}, "augment": {job id: [augmentation keys]}},
+# written (atomically) as soon as each array is accepted.  A restarted launcher asks the scheduler which of the
+# study's jobs (by the job name it gives them, augbench-<study>) are still queued or running, and waits on those
+# instead of submitting their runs again; `bench status` shows them with their job ids.
+def ledger_path(study_name: str, root: Path | None = None) -> Path:
+    return (root or results_root()) / "slurm" / study_name / "ledger.json"
+
+
+def read_ledger(study_name: str, root: Path | None = None) -> dict:
+    import json
+
+    try:
+        data = json.loads(ledger_path(study_name, root).read_text())
+        return {"train": dict(data.get("train", {})), "augment": dict(data.get("augment", {}))}
+    except (OSError, ValueError, AttributeError):
+        return {"train": {}, "augment": {}}
+
+
+def scheduler_jobs(study_name: str) -> dict[str, str]:
+    """job id -> state (PENDING, RUNNING, ...) of the study's jobs the scheduler still holds, array tasks one by
+    one (squeue -r); {} where no SLURM client is installed."""
+    import shutil
+    import subprocess
+
+    from bench.errors import BenchError
+
+    if not shutil.which("squeue"):
+        return {}
+    res = subprocess.run(["squeue", "-h", "-r", "-n", f"augbench-{study_name}", "-o", "%i %T"],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        raise BenchError(f"squeue failed, so the runs already queued cannot be told apart: {res.stderr.strip()[:160]}")
+    return dict(line.split()[:2] for line in res.stdout.strip().splitlines() if len(line.split()) >= 2)
+
+
+def in_flight(study_name: str, root: Path | None = None) -> dict[str, dict[str, tuple[str, str]]]:
+    """{"train": {run id: (job id, state)}, "augment": {key: (job id, state)}} for the ledger's jobs that the
+    scheduler still holds."""
+    ledger = read_ledger(study_name, root)
+    live = scheduler_jobs(study_name) if any(ledger.values()) else {}
+    return {stage: {item: (jid, live[jid]) for jid, items in ledger[stage].items() if jid in live for item in items}
+            for stage in ("train", "augment")}
+
+
+def _recorder(study_name: str, root: Path, stage: str, keys_of):
+    from bench.io import write_json
+
+    def record(batch, first):
+        ledger = read_ledger(study_name, root)
+        live = scheduler_jobs(study_name)
+        for stg in ledger:  # forget jobs the scheduler has finished with
+            ledger[stg] = {j: v for j, v in ledger[stg].items() if j in live}
+        for k, job in enumerate(batch):
+            ledger[stage][str(job.job_id)] = keys_of(first + k)
+        write_json(ledger_path(study_name, root), ledger)
+
+    return record
 
 
 def _log_tail(job, n: int = 3) -> str:
@@ -108,30 +173,48 @@ def make_executor(study: Study, folder: Path, cluster: str = "slurm"):
 
 def run_slurm(study: Study, todo: list[PlannedRun], force: bool, progress=None, poll_s: float = 1.0) -> dict:
     """Stage 1 as one array (the launcher waits for it), stage 2 as arrays of packed runs; every task is
-    collected, failed or cancelled ones with their log path and last lines, and none can hang the launcher."""
+    collected, failed or cancelled ones with their log path and last lines, and none can hang the launcher.
+    Runs and augmentations whose jobs (from the ledger) are still queued or running are not submitted again:
+    the launcher waits on those jobs as on its own."""
+    import submitit
+
     root = results_root().resolve()
+    flying = in_flight(study.name, root)  # this study's jobs still queued or running (a restarted launcher)
     if force:
-        _clear(todo, root)
+        _clear([r for r in todo if r.run_id not in flying["train"]], root)  # queued runs are left to their jobs
     s = study.executor.slurm
-    executor = make_executor(study, root / "slurm" / study.name / "%j")
+    folder = root / "slurm" / study.name / "%j"
+    executor = make_executor(study, folder)
     counts = {"done": 0, "failed": 0, "elsewhere": 0, "augmentations": 0}
     failures: list[tuple[str, str]] = []
 
     augs = distinct_augmentations(todo)
     counts["augmentations"] = len(augs)
-    if augs:
-        aug_jobs = _submit(executor, _augment_many, [([req],) for req in augs.values()], s.max_array_size)
-        for job in aug_jobs:
-            try:
-                job.result()
-            except Exception as e:  # noqa: BLE001
-                failures.append(("augmentation", f"{type(e).__name__}: {str(e).strip().splitlines()[-1]} "
-                                                 f"(log {job.paths.stderr})"))
+    waiting = {jid for jid, _ in flying["augment"].values()}  # a restarted launcher: already queued, not again
+    new_augs = [(key, req) for key, req in augs.items() if key not in flying["augment"]]
+    aug_jobs = [submitit.SlurmJob(folder, jid) for jid in sorted(waiting)]
+    if new_augs:
+        aug_jobs += _submit(executor, _augment_many, [([req],) for _, req in new_augs], s.max_array_size,
+                            record=_recorder(study.name, root, "augment", lambda i: [new_augs[i][0]]))
+    for job in aug_jobs:
+        try:
+            job.result()
+        except Exception as e:  # noqa: BLE001
+            failures.append(("augmentation", f"{type(e).__name__}: {str(e).strip().splitlines()[-1]} "
+                                             f"(log {job.paths.stderr})"))
 
-    packs = [todo[i:i + s.runs_per_job] for i in range(0, len(todo), s.runs_per_job)]
+    by_id = {r.run_id: r for r in todo}
+    pending: dict = {}
+    for jid in sorted({jid for rid, (jid, _) in flying["train"].items() if rid in by_id}):
+        rids = read_ledger(study.name, root)["train"].get(jid, [])
+        pending[submitit.SlurmJob(folder, jid)] = [by_id.get(r) for r in rids]  # None: not this launch's run
+    fresh = [r for r in todo if r.run_id not in flying["train"]]
+    packs = [fresh[i:i + s.runs_per_job] for i in range(0, len(fresh), s.runs_per_job)]
     items = [(TrainJob([r.request for r in pack], str(root)),) for pack in packs]
-    jobs = _submit(executor, lambda job: job(), items, s.max_array_size) if items else []
-    pending = dict(zip(jobs, packs))
+    record = _recorder(study.name, root, "train", lambda i: [r.run_id for r in packs[i]])
+    jobs = _submit(executor, lambda job: job(), items, s.max_array_size, record=record) if items else []
+    pending.update(zip(jobs, packs))
+    counts["reattached"] = len(todo) - len(fresh)
     while pending:
         for job in list(pending):
             if not job.done():
@@ -141,12 +224,14 @@ def run_slurm(study: Study, todo: list[PlannedRun], force: bool, progress=None, 
                 results = job.result()
             except Exception as e:  # noqa: BLE001  (failed, cancelled or lost: collected, never waited on)
                 msg = str(e).strip().splitlines()
-                for r in pack:
+                for r in filter(None, pack):
                     counts["failed"] += 1
                     failures.append((r.label, f"{type(e).__name__}: {msg[-1] if msg else ''} "
                                               f"(job {job.job_id}, log {job.paths.stderr}; {_log_tail(job)})"))
                 continue
             for r, (status, rid, message) in zip(pack, results):
+                if r is None:
+                    continue
                 counts[status] += 1
                 if status == "failed":
                     failures.append((r.label, f"{message} (job {job.job_id}, log {job.paths.stderr})"))
