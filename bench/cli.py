@@ -315,10 +315,15 @@ def sweep_cmd(
             prog.update(bar, completed=c["done"] + c["failed"],
                         state=f"done {c['done']} running {running} failed {c['failed']}")
 
-        if kind == "slurm":
-            res = sweep.run_slurm(study, todo, force, progress=report)
-        else:
-            res = sweep.run_local(todo, n_workers, force, progress=report, in_process=kind == "debug")
+        try:
+            if kind == "slurm":
+                res = sweep.run_slurm(study, todo, force, progress=report)
+            else:
+                res = sweep.run_local(todo, n_workers, force, progress=report, in_process=kind == "debug")
+        except KeyboardInterrupt:
+            prog.stop()
+            _say_what_is_left(study, todo, file, kind)
+            raise typer.Exit(130) from None
     elsewhere = f", {res['elsewhere']} running elsewhere (left to that process)" if res.get("elsewhere") else ""
     if res.get("reattached"):
         elsewhere += f" ({res['reattached']} of them already queued by an earlier launcher, waited on, not resubmitted)"
@@ -331,6 +336,20 @@ def sweep_cmd(
     out.print(f"results: {results_root() / 'runs'} (bench status {file}; bench collect {file})", soft_wrap=True)
     if res["failed"]:
         raise typer.Exit(1)
+
+
+def _say_what_is_left(study, todo, file: Path, kind: str) -> None:
+    """Ctrl-C: what this sweep finished, what is left, and how to go on."""
+    from bench import sweep
+
+    states = sweep.run_states()
+    done = sum(states.get(r.run_id or "") == "done" for r in todo)
+    started = sum(states.get(r.run_id or "") == "incomplete" for r in todo)
+    left = len(todo) - done
+    where = ("its SLURM jobs already submitted go on running on the cluster, and the next launch waits on them"
+             if kind == "slurm" else "the workers were stopped")
+    err.print(f"interrupted: {done} of {len(todo)} runs done, {left} left ({started} of them started: they resume "
+              f"from their last checkpoint); {where}; `bench sweep {file}` goes on", highlight=False, soft_wrap=True)
 
 
 @app.command("status")

@@ -372,3 +372,21 @@ def test_a_path_over_the_file_name_limit_is_one_line(args, tmp_path, results):
     res = bench(*args, env={"AUGBENCH_CACHE": str(tmp_path / "cache")})
     assert_one_line_error(res, "File name too long")
     assert not results.exists() and not (tmp_path / "cache" / "datasets").exists()
+
+
+def test_ctrl_c_stops_a_sweep_within_seconds_and_says_what_is_left(tmp_path, toy_file, results):
+    import signal
+    import time
+
+    proc, workers = _start_sweep(tmp_path, results)
+    t0 = time.time()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert time.time() - t0 < 15
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err
+    line = next(ln for ln in err.splitlines() if ln.startswith("interrupted:"))
+    assert "of 3 runs done" in line and "left" in line and "bench sweep" in line, line
+    time.sleep(2)
+    assert not [w for w in workers if os.path.exists(f"/proc/{w}") and
+                "Z" not in open(f"/proc/{w}/status").read().split("State:")[1][:4]]
