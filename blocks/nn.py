@@ -27,6 +27,8 @@ def activation(name: str) -> nn.Module:
         return nn.GELU(approximate="tanh")  # Flax's nn.gelu is the tanh approximation
     if name == "relu":
         return nn.ReLU()
+    if name in ("swish", "silu"):
+        return nn.SiLU()  # x * sigmoid(x): the Swish of the dynamics-ensemble reference code
     raise ValueError(f"unknown activation '{name}'")
 
 
