@@ -224,6 +224,90 @@ def run_cmd(
     out.print(f"run: {run_dir}", highlight=False, soft_wrap=True)
 
 
+@app.command("dvr")
+def dvr_cmd(
+    dataset: str = typer.Argument(..., help="Dataset name (see `bench list`)."),
+    augmenter: str = typer.Option(..., help="Augmenter whose data is checked (none: the original data itself)."),
+    task: Optional[int] = typer.Option(None, help="OGBench singletask task id."),
+    seed: int = typer.Option(0, help="The augmentation's seed (as in `bench run`)."),
+    aug_config: Optional[str] = typer.Option(None, help="Augmenter config overrides, JSON."),
+    tolerance: float = typer.Option(0.1, help="Violation threshold, in stds of the original data's state change."),
+    model: bool = typer.Option(False, "--model", help="Also the model DVR (a dynamics ensemble fitted on the "
+                               "original data); where no simulator can be rebuilt it is the only figure."),
+    model_config: Optional[str] = typer.Option(None, help="Dynamics-ensemble config overrides, JSON (e.g. "
+                                               "'{\"max_epochs\": 5}')."),
+    device: str = typer.Option("auto", help="auto (cuda:0 when there is one), cpu:0 or cuda:N."),
+    plot: Optional[Path] = typer.Option(None, help="Also write the per-position (or per-tolerance) plot here."),
+):
+    """Dynamics Violation Rate: every generated transition checked against the true simulator (see README)."""
+    import math
+
+    from bench import data, dvr
+    from bench.augment import augment, cache_key
+    from bench.provenance import resolve_device
+    from methods import AUGMENTERS
+
+    if not (math.isfinite(tolerance) and tolerance > 0):
+        raise BenchError(f"--tolerance: must be a positive number, got {tolerance}")
+    if augmenter not in AUGMENTERS.names():
+        raise BenchError(f"--augmenter: unknown augmenter '{augmenter}' (allowed: {', '.join(AUGMENTERS.names())})")
+    if not 0 <= seed < 2 ** 32:
+        raise BenchError(f"--seed: must be in [0, 2^32), got {seed}")
+    if plot is not None and (plot.is_dir() or plot.suffix != ".png"):
+        raise BenchError(f"--plot: {plot} must be a file name ending in .png")
+    cls = AUGMENTERS.get(augmenter)
+    cfg = cls.config_class.from_dict(_json_option(aug_config, "--aug-config"), where=f"--aug-config")
+    mcfg = _json_option(model_config, "--model-config")
+    from blocks.dynamics import EnsembleConfig
+
+    try:
+        EnsembleConfig(**mcfg).validate()
+    except (TypeError, ValueError) as e:
+        raise BenchError(f"--model-config: {e}") from None
+    dev = resolve_device(device)
+    data.ensure(dataset, say=lambda line: err.print(line, highlight=False, soft_wrap=True))
+    ds = data.load(dataset, task)
+    generated, key, _ = augment(ds, augmenter, cfg, seed, dev)
+    what = f"{augmenter} data" if generated is not None else "the original data"
+    if generated is None:
+        generated, key = ds, cache_key(ds, augmenter, cfg.to_dict(), seed)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err) as prog:
+        bar = prog.add_task(f"DVR of {what}", total=len(generated))
+        figs = dvr.measure(ds, generated, key, tolerance, model=model, model_config=mcfg,
+                           progress=lambda done, total: prog.update(bar, completed=done, total=total))
+    out.print(f"DVR of {what} on {ds.meta.name} (tolerance {tolerance:g} std of the state change; definition in "
+              f"the README):", highlight=False, soft_wrap=True)
+
+    def num(v, fmt="{:.3g}"):
+        return "-" if v is None else fmt.format(v)
+
+    for source, fig in figs.items():
+        q = fig["error_quantiles"]
+        seg = fig.get("segments")
+        label = "simulator" if source == "simulator" else f"model (ensemble, threshold {fig['model_threshold']:.3g})"
+        out.print(f"  {label}: DVR {num(fig['dvr'], '{:.2%}')} of {fig['checked']:,} rows "
+                  f"({fig['invalid_states']:,} invalid states); error q50 {num(q['50'])} q90 {num(q['90'])} "
+                  f"q99 {num(q['99'])}; GTA dynamic MSE {num(fig.get('gta_dynamic_mse'))}; reward MAE "
+                  f"{num(fig.get('reward_mae'))}; actions out of bounds {num(fig.get('action_out_of_bounds'), '{:.1%}')}"
+                  + (f"; segments with a violation {seg['violating_share']:.1%} of {seg['count']:,}" if seg else ""),
+                  highlight=False, soft_wrap=True)
+    if "simulator" not in figs:
+        out.print(f"{ds.meta.name}: no simulator state can be rebuilt from its observations; the model figure "
+                  f"only", highlight=False, soft_wrap=True)
+    for source, fig in figs.items():
+        if fig.get("unrecoverable"):
+            out.print(f"{fig['unrecoverable']:,} rows left out: their state cannot be rebuilt from the observation "
+                      f"(velocities at the observation's clip bound)", highlight=False, soft_wrap=True)
+        png = dvr.dvr_path(key, tolerance, source).with_suffix(".png")
+        dvr.plot_positions(fig, png, f"{what} on {ds.meta.name} ({source})")
+        if plot is not None:
+            dvr.plot_positions(fig, plot if len(figs) == 1 else plot.with_name(f"{plot.stem}-{source}.png"),
+                               f"{what} on {ds.meta.name} ({source})")
+        out.print(f"{source}: {dvr.dvr_path(key, tolerance, source)} and {png.name}", highlight=False,
+                  soft_wrap=True)
+
+
 @app.command("list")
 def list_cmd():
     """List augmenters, trainers and datasets, one line each."""

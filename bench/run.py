@@ -320,6 +320,28 @@ def _result(p: Plan, req: RunRequest, state: _Progress, augmentation: dict, t_st
     }
 
 
+DVR_FIELDS = ("source", "tolerance", "dvr", "violations", "checked", "invalid_states", "unrecoverable",
+              "error_quantiles", "gta_dynamic_mse", "reward_mae", "action_out_of_bounds")
+
+
+def _dvr_summary(dataset, generated, aug_key: str) -> dict | None:
+    """The generated data's DVR against the true simulator (bench.dvr; computed once per augmentation and kept
+    beside it), or why there is none.  The model figure, for data without a simulator, comes from `bench dvr
+    --model`."""
+    from bench import dvr
+
+    if generated is None:
+        return None  # nothing generated (`none`)
+    if not dvr.simulator_for_available(dataset):
+        return {"source": "unavailable", "reason": "no simulator state can be rebuilt from the observations; "
+                                                   "`bench dvr --model` gives the model figure"}
+    fig = dvr.measure(dataset, generated, aug_key)["simulator"]
+    out = {k: fig.get(k) for k in DVR_FIELDS}
+    if fig.get("segments"):
+        out["segments_violating_share"] = fig["segments"]["violating_share"]
+    return out
+
+
 def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, dict | None], None] | None = None,
             root: Path | None = None, planned: Plan | None = None,
             aug_progress: Callable[[int, int], None] | None = None) -> tuple[Path, dict]:
@@ -365,6 +387,7 @@ def _execute_claimed(p: Plan, req: RunRequest, run_dir: Path, force: bool, progr
     t_start = time.perf_counter()
     generated, aug_key, from_cache = augment(p.dataset, req.augmenter, p.resolved.aug_config, req.seed, p.device,
                                              progress=aug_progress)
+    dvr = _dvr_summary(p.dataset, generated, aug_key)
     state = _start_or_resume(p, req, generated, run_dir, force)
     _train_and_evaluate(p, req, state, run_dir, t_start, progress)
     trainer = state.trainer
@@ -374,6 +397,7 @@ def _execute_claimed(p: Plan, req: RunRequest, run_dir: Path, force: bool, progr
     _drop_checkpoints(run_dir)
     result = _result(p, req, state, {"cache_key": aug_key, "from_cache": from_cache,
                                      "generated": 0 if generated is None else len(generated),
-                                     "kind": None if generated is None else generated.meta.kind}, t_start)
+                                     "kind": None if generated is None else generated.meta.kind,
+                                     "dvr": dvr}, t_start)
     write_json(result_path, result)
     return run_dir, result

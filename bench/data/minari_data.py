@@ -89,7 +89,8 @@ def load_minari(name: str) -> Dataset:
         simulator=SimulatorSpec(kind="gymnasium" if env_spec else "none",
                                 env_id=env_spec.id if env_spec else None,
                                 env_kwargs=dict(env_spec.kwargs) if env_spec else {},
-                                max_episode_steps=env_spec.max_episode_steps if env_spec else None),
+                                max_episode_steps=env_spec.max_episode_steps if env_spec else None,
+                                obs_to_state=_obs_to_state(env_spec)),
         reference_scores=ref,
         extra={"minari_id": did, "total_episodes": int(ds.total_episodes)},
     )
@@ -98,3 +99,16 @@ def load_minari(name: str) -> Dataset:
         next_observations=np.concatenate(nxt), terminals=np.concatenate(term), episode_ends=np.concatenate(ends),
         meta=meta,
     ).validate(where=f"minari:{did}")
+
+
+# Gymnasium MuJoCo locomotion whose observation is (qpos without the x position, qvel): the DVR rebuilds the state
+# with x = 0 (bench.dvr).  Others (Ant and Humanoid add contact forces, Swimmer drops x and y) have no mapping.
+_LOCOMOTION = ("Hopper", "Walker2d", "HalfCheetah")
+
+
+def _obs_to_state(env_spec) -> str | None:
+    if env_spec is None or env_spec.name not in _LOCOMOTION:
+        return None
+    if env_spec.kwargs.get("exclude_current_positions_from_observation", True) is False:
+        return None
+    return "qpos[1:],qvel=observations"

@@ -200,7 +200,8 @@ def _convert(base: str, task: int | None, path: Path, display_name: str | None, 
                                high=np.asarray(space.high, float).tolist()),
         simulator=SimulatorSpec(
             kind="ogbench", env_id=spec.id, max_episode_steps=spec.max_episode_steps,
-            obs_to_state="qpos=observations" if base.startswith("pointmaze") else None,
+            obs_to_state=("qpos=observations" if base.startswith("pointmaze") else
+                          "qpos,qvel=observations" if base.startswith("antmaze") else None),
         ),
         reference_scores=ReferenceScores(min=0.0, max=1.0),  # success rate
         extra={"ogbench_name": full, "file": str(path), "split": split,
