@@ -41,7 +41,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -341,9 +341,7 @@ def _segments(generated: Dataset) -> tuple[np.ndarray | None, np.ndarray | None]
 def model_dvr(original: Dataset, generated: Dataset, tol: float = DEFAULT_TOLERANCE, seed: int = 0,
               config: dict | None = None, device: str = "cpu") -> dict:
     """The same rule against a dynamics ensemble fitted on the original data only (cached per dataset)."""
-    import torch
-
-    from blocks.dynamics import EnsembleConfig, GaussianEnsemble
+    from blocks.dynamics import EnsembleConfig
 
     _check_shapes(original, generated)
     t0 = time.perf_counter()
@@ -354,7 +352,6 @@ def model_dvr(original: Dataset, generated: Dataset, tol: float = DEFAULT_TOLERA
     pred, _ = model.predict(generated.observations, generated.actions, member="mean")
     err = _errors(pred.cpu().numpy().astype(np.float64), generated.next_observations, scale)
     bad = ~np.isfinite(np.asarray(generated.observations)).all(1) | ~np.isfinite(np.asarray(generated.actions)).all(1)
-    del torch, GaussianEnsemble
     segs, pos = _segments(generated)
     extra = {"source": "model", "mapping": "dynamics ensemble fitted on 90% of the original data",
              "model_threshold": threshold, "model_holdout_q99": calib, "seconds": round(time.perf_counter() - t0, 3)}
@@ -372,8 +369,6 @@ def _reference_model(original: Dataset, cfg, seed: int, device: str):
     from bench.io import atomic_open, ensure_dir
     from bench.paths import cache_dir
     from blocks.dynamics import GaussianEnsemble
-
-    from dataclasses import asdict
 
     key = hashlib.sha256(json.dumps({"data": original.meta.content_hash, "cfg": asdict(cfg), "seed": seed},
                                     sort_keys=True, default=str).encode()).hexdigest()[:20]
