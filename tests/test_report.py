@@ -70,3 +70,21 @@ def test_report_command_on_a_study(tmp_path, toy_file, results):
     bad = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(tmp_path / "nope.csv"), "--out",
                           str(tmp_path / "r2")], capture_output=True, text=True)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and not (tmp_path / "r2").exists()
+
+
+def test_dvr_section_known_answer(tmp_path):
+    """DVR per dataset x augmenter over distinct augmentations (several algos share one), t interval over seeds."""
+    frame, curves = synthetic()
+    noise = (frame["augmenter"] == "noise") & (frame["status"] == "done")
+    frame["augmentation.cache_key"] = frame["dataset"] + frame["task"].astype(str) + frame["augmenter"] + \
+        frame["seed"].astype(str)
+    frame.loc[noise, "augmentation.dvr.dvr"] = 0.30 + 0.02 * frame.loc[noise, "seed"]
+    frame.loc[noise, "augmentation.dvr.error_quantiles.50"] = 0.5
+    build_report(frame, curves, tmp_path / "rep", "s.yaml")
+    table = pd.read_csv(tmp_path / "rep" / "dvr.csv")
+    assert len(table) == 4 and set(table["augmenter"]) == {"noise"}  # none generated nothing: no DVR row
+    row = table[table["dataset"] == "pointmaze-medium-stitch-v0 task 1"].iloc[0]
+    assert row["DVR %"] == 32.0 and row["aug. seeds"] == 3  # 3 augmentations, not 6 runs
+    assert row["95% CI"] == "[27.03, 36.97]"  # 32 -+ t(0.975, 2) * 2 / sqrt(3)
+    text = (tmp_path / "rep" / "index.md").read_text()
+    assert "## Dynamics Violation Rate (true simulator)" in text and (tmp_path / "rep" / "dvr.png").exists()

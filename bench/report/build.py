@@ -164,7 +164,63 @@ def plots(ctx: Context) -> str:
     return "## Plots\n\n" + "\n".join(f"- [{title}]({name}) ([PDF]({name[:-4]}.pdf))" for title, name in links) + "\n"
 
 
-SECTIONS = [main_table, statistics, published_vs_measured, plots]
+DVR_COL = "augmentation.dvr.dvr"
+
+
+def dynamics_violation(ctx: Context) -> str:
+    """DVR per dataset x augmenter over the distinct augmentations (one per augmentation seed), with a 95%
+    Student-t interval over those seeds, error quantiles and GTA's Dynamic MSE (definition: bench/dvr.py)."""
+    from scipy import stats as st
+
+    done = ctx.done
+    if DVR_COL not in done or done[DVR_COL].isna().all():
+        return ""
+    cols = {"augmentation.dvr.error_quantiles.50": "error q50", "augmentation.dvr.error_quantiles.90": "error q90",
+            "augmentation.dvr.error_quantiles.99": "error q99", "augmentation.dvr.gta_dynamic_mse": "GTA dyn. MSE",
+            "augmentation.dvr.invalid_states": "invalid states", "augmentation.dvr.checked": "rows checked"}
+    have = [c for c in cols if c in done]
+    augs = (done.dropna(subset=[DVR_COL])
+            .drop_duplicates(subset=["augmentation.cache_key"])  # one row per distinct augmentation
+            [["dataset", "task", "augmenter_label", "seed", DVR_COL, *have]])
+    augs["task_key"] = augs["dataset"] + augs["task"].map(lambda t: "" if pd.isna(t) else f" task {int(t)}")
+    rows = []
+    for (task_key, label), g in augs.groupby(["task_key", "augmenter_label"], sort=True):
+        rates = g[DVR_COL].to_numpy(float) * 100
+        mean = rates.mean()
+        if len(rates) > 1:
+            half = st.t.ppf(0.975, len(rates) - 1) * rates.std(ddof=1) / np.sqrt(len(rates))
+            ci = f"[{max(0.0, mean - half):.2f}, {min(100.0, mean + half):.2f}]"
+        else:
+            ci = "(one seed)"
+        row = {"dataset": task_key, "augmenter": label, "DVR %": round(mean, 2), "95% CI": ci,
+               "aug. seeds": len(rates)}
+        row.update({cols[c]: float(g[c].astype(float).mean()) for c in have})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    ctx.write("dvr.csv", table.to_csv(index=False))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    plot = augs.assign(dvr=augs[DVR_COL].astype(float) * 100)
+    g = sns.catplot(data=plot, x="augmenter_label", y="dvr", col="task_key", kind="bar", errorbar=("ci", 95),
+                    height=3, aspect=1.1, sharey=True)
+    g.set_axis_labels("", "DVR (%)")
+    g.set(ylim=(0, 100))
+    name = _save_fig(ctx, g.figure, "dvr")
+    return ("## Dynamics Violation Rate (true simulator)\n\n"
+            "Share of generated transitions whose next state differs from the simulator's by more than the "
+            "tolerance (0.1 std of the original data's state change, in any dimension; states in walls or "
+            "non-finite count as violations). Mean over the distinct augmentations (augmentation seeds), 95% "
+            "Student-t interval over them; errors in stds of the state change. Definition: README, "
+            "`bench/dvr.py`.\n\n" + table.to_markdown(index=False, floatfmt=".3g")
+            + f"\n\n[DVR bar plot]({name}) ([PDF]({name[:-4]}.pdf))\n")
+
+
+SECTIONS = [main_table, statistics, published_vs_measured, dynamics_violation, plots]
 
 
 def _header(ctx: Context) -> str:
