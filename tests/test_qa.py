@@ -390,3 +390,51 @@ def test_ctrl_c_stops_a_sweep_within_seconds_and_says_what_is_left(tmp_path, toy
     time.sleep(2)
     assert not [w for w in workers if os.path.exists(f"/proc/{w}") and
                 "Z" not in open(f"/proc/{w}/status").read().split("State:")[1][:4]]
+
+
+SLOW_FIT = """\
+import os, time
+from methods.noise import GaussianStateNoise
+
+
+class SlowFit(GaussianStateNoise):
+    name = 'slowfit'
+
+    def fit(self, dataset):
+        open(os.environ['SLOWFIT_MARKER'] + f'.{os.getpid()}', 'w').close()
+        time.sleep(4)
+        super().fit(dataset)
+"""
+
+
+def test_a_worker_killed_during_the_augmentation_stage_does_not_end_the_sweep(tmp_path, toy_file, results):
+    """Found by benchmarks/kill_trials.py: a worker killed while the pool made augmentations broke the pool,
+    and the launcher then submitted training runs to it (BrokenProcessPool traceback, rc 1)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    site = tmp_path / "plugins"
+    (site / "slowfit-0.1.dist-info").mkdir(parents=True)
+    (site / "slowfit-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: slowfit\nVersion: 0.1\n")
+    (site / "slowfit-0.1.dist-info" / "entry_points.txt").write_text(
+        "[augbench.augmenters]\nslowfit = slowfit_aug:SlowFit\n")
+    (site / "slowfit_aug.py").write_text(SLOW_FIT)
+    marker = tmp_path / "fitting"
+    study = write(tmp_path, KILL_STUDY.replace("  - name: none\n", "  - name: slowfit\n")
+                  .replace("training: {steps: 400, eval_every: 100}", "training: {steps: 20, eval_every: 10}"),
+                  name="augkill.yaml")
+    env = {**os.environ, "PYTHONPATH": f"{site}:{os.environ.get('PYTHONPATH', '')}", "SLOWFIT_MARKER": str(marker)}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(study)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob("fitting.*")):
+        time.sleep(0.1)
+    fitting = [int(p.suffix[1:]) for p in tmp_path.glob("fitting.*")]
+    assert fitting, "the augmentation never started"
+    os.kill(fitting[0], signal.SIGKILL)  # the worker that is fitting
+    out, err = proc.communicate(timeout=600)
+    assert "Traceback" not in err and "BrokenProcessPool" not in err, err[-2000:]
+    assert proc.returncode == 0, (out, err)
+    assert "runs done, 0 failed" in out

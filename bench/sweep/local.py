@@ -92,29 +92,47 @@ def run_local(todo: list[PlannedRun], workers: int, force: bool, progress=None, 
     started = time.time()
     breaks: dict[int, int] = {}  # run index -> times a worker died while it was unfinished
     remaining = list(range(len(todo)))
-    first = True
+    aug_breaks = [0]
     while remaining:
-        remaining = _pool_pass(todo, remaining, workers, threads, force, root, augs if first else {}, counts,
-                               failures, breaks, started, progress)
-        first = False
+        remaining, augs = _pool_pass(todo, remaining, workers, threads, force, root, augs, counts, failures,
+                                     breaks, aug_breaks, started, progress)
     return {**counts, "failures": failures}
 
 
-def _pool_pass(todo, indices, workers, threads, force, root, augs, counts, failures, breaks, started, progress):
-    """Run `indices` of `todo` in one process pool; returns the indices to run again in a fresh pool because a
-    worker died (kill -9, the OOM killer) and took the pool down.  A run that was under way when a worker died
-    twice is recorded as failed; the others are simply run again."""
+def _pool_pass(todo, indices, workers, threads, force, root, augs, counts, failures, breaks, aug_breaks, started,
+               progress):
+    """Run the augmentations `augs`, then `indices` of `todo`, in one process pool; returns (the indices to run
+    again, the augmentations still to make) in a fresh pool because a worker died (kill -9, the OOM killer) and
+    took the pool down.  A run that was under way when a worker died twice is recorded as failed; the others are
+    simply run again.  A pool lost during the augmentation stage makes its augmentations again (each is cached
+    atomically under its own lock, so the finished ones are found, not redone), twice at most."""
     import multiprocessing as mp
 
     again: list[int] = []
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                initargs=(threads, os.getpid()))
     try:
+        broken = False
         for fut in [pool.submit(_augment_job, req) for req in augs.values()]:
             exc = fut.exception()
-            if exc is not None:
+            if isinstance(exc, BrokenProcessPool):
+                broken = True
+            elif exc is not None:
                 failures.append(("augmentation", f"{type(exc).__name__}: {exc}"))
-        pending = {pool.submit(_train_job, todo[i].request, force, root): i for i in indices}
+        if broken:
+            aug_breaks[0] += 1
+            pool.shutdown(wait=True)
+            if aug_breaks[0] < 2:
+                return list(indices), augs
+            failures.append(("augmentation", "a worker process died twice during the augmentation stage (killed "
+                                             "by a signal or the out-of-memory killer); the runs that need the "
+                                             "missing augmentations make them themselves"))
+            return list(indices), {}
+        try:
+            pending = {pool.submit(_train_job, todo[i].request, force, root): i for i in indices}
+        except BrokenProcessPool:  # a worker died between the stages: nothing of stage 2 started
+            pool.shutdown(wait=True)
+            return list(indices), {}
         while pending:
             finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
             for fut in finished:
@@ -141,7 +159,7 @@ def _pool_pass(todo, indices, workers, threads, force, root, augs, counts, failu
         _stop(pool)
         raise
     pool.shutdown(wait=True)
-    return again
+    return again, {}
 
 
 def _was_under_way(r: PlannedRun, root: str, started: float) -> bool:
