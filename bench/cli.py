@@ -274,7 +274,7 @@ def dvr_cmd(
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err) as prog:
         bar = prog.add_task(f"DVR of {what}", total=len(generated))
-        figs = dvr.measure(ds, generated, key, tolerance, model=model, model_config=mcfg,
+        figs = dvr.measure(ds, generated, key, tolerance, model=model, model_config=mcfg, device=dev,
                            progress=lambda done, total: prog.update(bar, completed=done, total=total))
     out.print(f"DVR of {what} on {ds.meta.name} (tolerance {tolerance:g} std of the state change; definition in "
               f"the README):", highlight=False, soft_wrap=True)

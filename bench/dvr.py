@@ -403,7 +403,8 @@ def dvr_path(aug_key: str, tol: float, source: str) -> Path:
 
 
 def measure(original: Dataset, generated: Dataset, aug_key: str, tol: float = DEFAULT_TOLERANCE,
-            model: bool = False, progress=None, model_config: dict | None = None, seed: int = 0) -> dict:
+            model: bool = False, progress=None, model_config: dict | None = None, seed: int = 0,
+            device: str = "cpu") -> dict:
     """The DVR figures of one augmentation, computed once and kept beside it in the cache: the simulator
     figure where a simulator state can be rebuilt, the model figure where not (or where `model` asks)."""
     import fcntl
@@ -425,7 +426,7 @@ def measure(original: Dataset, generated: Dataset, aug_key: str, tol: float = DE
                 except ValueError:
                     pass
             fig = (simulator_dvr(original, generated, tol, progress=progress) if source == "simulator"
-                   else model_dvr(original, generated, tol, seed=seed, config=model_config))
+                   else model_dvr(original, generated, tol, seed=seed, config=model_config, device=device))
             write_json(path, _json_safe(fig))
             out[source] = _json_safe(fig)
     return out

@@ -207,3 +207,23 @@ def test_bench_dvr_command_and_run_record(tmp_path, toy_file, results):
     result = json.loads(next(results.rglob("result.json")).read_text())
     rec = result["augmentation"]["dvr"]
     assert rec["source"] == "simulator" and rec["dvr"] > 0.3 and rec["tolerance"] == dvr.DEFAULT_TOLERANCE
+
+
+def test_a_sweep_collects_the_dvr_of_each_augmentation(tmp_path, toy_file, results, monkeypatch):
+    from bench import collect, sweep
+    from tests.test_sweep import write
+
+    monkeypatch.setenv("AUGBENCH_CACHE", str(toy_file.parent.parent))
+    study = write(tmp_path, "name: dvrcol\ndatasets:\n  - {name: toy-maze, tasks: [1]}\naugmenters:\n"
+                  "  - {name: none}\n  - {name: noise, config: {scale: 1.0, size: 0.2}}\nalgos:\n"
+                  "  - {name: iql, config: {batch_size: 16, hidden_units: [32, 32]}}\nseeds: [0, 1]\n"
+                  "training: {steps: 4}\nevaluation: {episodes: 1}\nexecutor: {kind: debug}\n")
+    _, runs = sweep.expand(study)
+    assert sweep.run_local(runs, 1, False, in_process=True)["failed"] == 0
+    path, _, n = collect.collect("dvrcol", runs)
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    noise = frame[frame["augmenter"] == "noise"]
+    assert n == 4 and noise["augmentation.dvr.dvr"].notna().all() and (noise["augmentation.dvr.dvr"] > 0.3).all()
+    assert frame[frame["augmenter"] == "none"]["augmentation.dvr"].isna().all()
