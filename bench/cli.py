@@ -256,7 +256,7 @@ def dvr_cmd(
     if plot is not None and (plot.is_dir() or plot.suffix != ".png"):
         raise BenchError(f"--plot: {plot} must be a file name ending in .png")
     cls = AUGMENTERS.get(augmenter)
-    cfg = cls.config_class.from_dict(_json_option(aug_config, "--aug-config"), where="--aug-config")
+    cfg = cls.resolve_config(_json_option(aug_config, "--aug-config"), where="--aug-config")
     mcfg = _json_option(model_config, "--model-config")
     from blocks.dynamics import EnsembleConfig
 

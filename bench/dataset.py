@@ -344,18 +344,25 @@ def _generated_meta(source: Dataset, kind: str, augmenter: str, extra: dict) -> 
     return meta, origins.index(augmenter)
 
 
-def generated_transitions(source: Dataset, augmenter: str, extra: dict, rows: np.ndarray, observations: np.ndarray,
-                          next_observations: np.ndarray, actions: np.ndarray | None = None,
+def generated_transitions(source: Dataset, augmenter: str, extra: dict, rows: np.ndarray | None,
+                          observations: np.ndarray, next_observations: np.ndarray, actions: np.ndarray | None = None,
                           rewards: np.ndarray | None = None, terminals: np.ndarray | None = None) -> Dataset:
     """A generated `transitions` dataset: each step its own episode, provenance pointing at the episodes of the
     source `rows`.  Actions, rewards and terminal flags default to those of the source rows; every
-    non-terminal step is a timeout (it bootstraps from its own s')."""
-    rows = np.asarray(rows)
-    n = len(rows)
+    non-terminal step is a timeout (it bootstraps from its own s').  `rows=None`: samples drawn from a model of
+    the whole dataset (SER), with no source row (provenance -1); actions, rewards and terminals are then given."""
+    n = len(observations)
+    prov = np.full((n, 2), -1, np.int32)
+    if rows is None:
+        if actions is None or rewards is None or terminals is None:
+            raise BenchError(f"augmenter '{augmenter}' output: without source rows, actions, rewards and terminals "
+                             f"must be given")
+        rows = np.zeros(0, np.int64)
+    else:
+        rows = np.asarray(rows)
+        prov[:, 0] = np.searchsorted(np.asarray(source.episode_offsets), rows, side="right") - 1
     meta, origin = _generated_meta(source, "transitions", augmenter, extra)
     terminals = np.asarray(source.terminals)[rows] if terminals is None else np.asarray(terminals, bool)
-    prov = np.full((n, 2), -1, np.int32)
-    prov[:, 0] = np.searchsorted(np.asarray(source.episode_offsets), rows, side="right") - 1
     return Dataset(
         observations=np.asarray(observations, np.float32),
         actions=np.asarray(source.actions[rows] if actions is None else actions, np.float32),

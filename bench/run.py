@@ -114,7 +114,7 @@ def check_request(req: RunRequest) -> Resolved:
     aug_cls = AUGMENTERS.get(req.augmenter)
     algo_cls = TRAINERS.get(req.algo)
     try:
-        aug_cfg = aug_cls.config_class.from_dict(req.augmenter_config, where=f"augmenter '{req.augmenter}' config")
+        aug_cfg = aug_cls.resolve_config(req.augmenter_config, where=f"augmenter '{req.augmenter}' config")
     except BenchError as e:
         raise ConfigError(str(e), owner="augmenter") from None
     try:

@@ -51,6 +51,24 @@ class Augmenter(abc.ABC):
     output: ClassVar[Literal["transitions", "trajectories", "none"]]
     needs_simulator: ClassVar[bool] = False
     sample_fields: ClassVar[tuple[str, ...]] = ()  # config fields that change the sampling only, not the fit
+    presets: ClassVar[dict[str, dict]] = {}  # named sizes (e.g. `paper`, `cpu-smoke`): `{"preset": NAME}` in a config
+
+    @classmethod
+    def resolve_config(cls, overrides: dict | None, where: str | None = None) -> AugmenterConfig:
+        """The config from a user's dict: a `preset`'s values first (when one is named), the overrides on top;
+        unknown keys and presets refused.  The resolved values are the config (the preset's name is not kept),
+        so a preset and the same values spelled out are one config, with one cache key and one run id."""
+        overrides = dict(overrides or {})
+        where = where or f"augmenter '{cls.name}' config"
+        preset = overrides.pop("preset", None)
+        if preset is None:
+            return cls.config_class.from_dict(overrides, where=where)
+        if preset not in cls.presets:
+            from bench.errors import BenchError
+
+            allowed = ", ".join(cls.presets) or "none: this augmenter has no presets"
+            raise BenchError(f"{where}: unknown preset '{preset}' (presets: {allowed})")
+        return cls.config_class.from_dict({**cls.presets[preset], **overrides}, where=where)
 
     def __init__(self, config: AugmenterConfig, seed: int, simulator_factory: Callable | None = None,
                  device: str = "cpu"):
@@ -127,7 +145,7 @@ class Augmenter(abc.ABC):
         """What generated data records of its making (beside the augmenter's name and the parent's hash)."""
         return {"config": self.config.to_dict(), "seed": self.seed}
 
-    def transitions(self, source: Dataset, rows: np.ndarray, observations: np.ndarray,
+    def transitions(self, source: Dataset, rows: np.ndarray | None, observations: np.ndarray,
                     next_observations: np.ndarray, actions: np.ndarray | None = None,
                     rewards: np.ndarray | None = None, terminals: np.ndarray | None = None) -> Dataset:
         """A generated `transitions` dataset (bench.dataset.generated_transitions): each step its own episode,

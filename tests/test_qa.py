@@ -259,21 +259,9 @@ executor: {kind: local, workers: 2}
 
 
 def _workers_of(pid: int) -> list[int]:
-    from pathlib import Path
+    from benchmarks.kill_trials import workers_of  # one definition, shared with the kill-trials script
 
-    out = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            status = (proc / "status").read_text()
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("PPid:")))
-        if ppid == pid and b"spawn_main" in cmdline:
-            out.append(int(proc.name))
-    return out
+    return workers_of(pid)
 
 
 def _start_sweep(tmp_path, results):

@@ -25,7 +25,7 @@ def _augment_job(req: RunRequest) -> str:
     from bench.provenance import resolve_device
 
     ds = data.load(req.dataset, req.task)
-    cfg = AUGMENTERS.get(req.augmenter).config_class.from_dict(req.augmenter_config)
+    cfg = AUGMENTERS.get(req.augmenter).resolve_config(req.augmenter_config)
     _, key, _ = augment(ds, req.augmenter, cfg, req.seed, resolve_device(req.device))
     return key
 
