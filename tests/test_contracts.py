@@ -101,7 +101,7 @@ def test_augmenter_contract(name, toy, tmp_path):
     from bench.augment import augment, cache_path
 
     cls = AUGMENTERS.get(name)
-    cfg = cls.config_class()
+    cfg = _small(cls)
     assert cls.config_class.from_dict(json.loads(json.dumps(cfg.to_dict()))).to_dict() == cfg.to_dict()
     generated, key, from_cache = augment(toy, name, cfg, seed=3)
     if cls.output == "none":
@@ -113,7 +113,8 @@ def test_augmenter_contract(name, toy, tmp_path):
     assert np.all(generated.origin == generated.meta.origins.index(name))  # provenance names the augmenter
     src = np.asarray(generated.source_episodes)
     real = src[src >= 0]
-    assert len(real) and real.min() >= 0 and real.max() < toy.n_episodes  # ... and real source episodes
+    # ... and real source episodes, or -1 where a model of the whole dataset (SER) drew the step
+    assert (src >= -1).all() and (not len(real) or real.max() < toy.n_episodes)
     assert generated.meta.extra.get("parent_hash") == toy.meta.content_hash
     again, key2, cached = augment(toy, name, cfg, seed=3)  # cache round trip
     assert cached and key2 == key and cache_path(key).exists()
@@ -135,7 +136,7 @@ def test_augmenter_fitted_state_round_trip_and_sampling_reuses_the_fit(name, toy
     cls = AUGMENTERS.get(name)
     if cls.output == "none":
         return
-    cfg = cls.config_class()
+    cfg = _small(cls)
     fitted = cls(cfg, seed=1)
     fitted.fit(toy)
     put_back = cls(cfg, seed=1)
@@ -154,8 +155,14 @@ def test_augmenter_fitted_state_round_trip_and_sampling_reuses_the_fit(name, toy
     assert model.stat().st_mtime_ns == stamp  # never fitted again
 
 
+def _small(cls):
+    """The augmenter's `cpu-smoke` preset where it has one (models sized for tests), else its defaults."""
+    return cls.resolve_config({"preset": "cpu-smoke"}) if "cpu-smoke" in cls.presets else cls.config_class()
+
+
 def _other(value):
-    return value * 0.5 if isinstance(value, float) and value else (value + 1 if isinstance(value, int) else value)
+    # floats shrink a hundredfold: a halved churn would still hit its cap of sqrt(2) - 1 and change nothing
+    return value * 0.01 if isinstance(value, float) and value else (value + 1 if isinstance(value, int) else value)
 
 
 SGD_MEAN = '''
