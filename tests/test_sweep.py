@@ -253,3 +253,17 @@ def test_every_shipped_study_dry_runs(study_file, toy_file, results):
     study, runs = sweep.expand(path, load_data=False)
     assert len(runs) > 0 and all(r.label.startswith(r.request.dataset + "/") for r in runs)
     assert f"{study.name}:" in res.stdout
+
+
+def test_an_augmenter_variant_can_mix_its_own_way(tmp_path, toy_file, results):
+    """SER synthetic-only beside SER 50/50 in one study: the variant's `mix` overrides the study's."""
+    text = TINY.replace("    label: noise-small\n    config: {scale: 0.05, size: 0.2}\n",
+                        "    label: noise-small\n    config: {scale: 0.05, size: 0.2}\n"
+                        "  - name: noise\n    label: noise-only\n    config: {scale: 0.05, size: 0.2}\n"
+                        "    mix: {mode: synthetic}\n")
+    _, runs = sweep.expand(write(tmp_path, text))
+    mixes = {r.augmenter_label: r.request.mix["mode"] for r in runs}
+    assert mixes == {"none": "ratio", "noise-small": "ratio", "noise-only": "synthetic"}
+    ids = {r.augmenter_label: r.run_id for r in runs if r.request.seed == 0}
+    assert len(set(ids.values())) == 3 and all(ids.values())
+    assert len(sweep.distinct_augmentations(runs)) == 2  # the two noise variants share each seed's augmentation

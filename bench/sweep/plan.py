@@ -34,7 +34,7 @@ def _request(study: Study, dataset: str, task: int | None, a: AugmenterEntry, g:
     return RunRequest(dataset=dataset, task=task, algo=g.name, augmenter=a.name, seed=seed,
                       steps=study.training.steps, eval_every=study.training.eval_every,
                       eval_episodes=study.evaluation.episodes, augmenter_config=a.config, algo_config=g.config,
-                      mix=study.mix.model_dump(), device=study.device)
+                      mix=(a.mix or study.mix).model_dump(), device=study.device)
 
 
 # A run field -> where a study file sets it.

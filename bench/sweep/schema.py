@@ -20,10 +20,16 @@ class DatasetEntry(_Model):
     tasks: list[int] | None = None  # OGBench singletask task ids; None for datasets without tasks
 
 
+class Mix(_Model):
+    mode: Literal["ratio", "synthetic", "union"] = "ratio"
+    ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
 class AugmenterEntry(_Model):
     name: str
     label: str | None = None  # distinguishes several variants of one augmenter
     config: dict[str, Any] = Field(default_factory=dict)
+    mix: Mix | None = None  # this variant's mixing (e.g. SER synthetic-only beside SER 50/50); None: the study's
 
 
 class AlgoEntry(_Model):
@@ -39,11 +45,6 @@ class Training(_Model):
 
 class Evaluation(_Model):
     episodes: int = Field(default=10, gt=0)
-
-
-class Mix(_Model):
-    mode: Literal["ratio", "synthetic", "union"] = "ratio"
-    ratio: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
 class Slurm(_Model):
