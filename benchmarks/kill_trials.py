@@ -16,8 +16,8 @@ After the last trial, one more `bench sweep` must run exactly the missing runs a
 must then equal the reference's (resumed runs continue bit for bit), and no temporary file may be left.
 
 Make trials.  A toy-maze set (train, val, sidecar) is made; each trial starts `bench data make toy-maze --force`
-with another seed and kills it at a random moment (uniform over 30%..105% of a measured generation time, so
-many kills land near the final renames).  Then the set must be whole (its manifest names its files) and
+with another seed and kills it at a random moment (uniform over 30%..100% of a measured generation time; a make that
+finishes first is drawn again).  Then the set must be whole (its manifest names its files) and
 load, or be refused by `bench.data.load` with one line naming `bench data make`, and first use
 (`bench.data.ensure`) must leave a whole set that loads.
 
@@ -186,9 +186,11 @@ def make_trials(n: int, rng: random.Random, work: Path, env: dict) -> list[tuple
              "try:\n    data.load('toy-maze', 1); print('whole')\n"
              "except BenchError as e:\n    print('refused', str(e).replace(chr(10), ' '))\n"
              "data.ensure('toy-maze')\nds = data.load('toy-maze', 1)\nprint('after', ds.n_episodes)\n")
-    for i in range(n):
-        delay = rng.uniform(0.3, 1.05) * gen
-        proc = subprocess.Popen(bench_cmd("data", "make", "toy-maze", "--force", "--seed", str(i + 1)), env=env,
+    i = 0
+    while len(out) < n:  # a make that finishes before its kill is not a trial: drawn again
+        i += 1
+        delay = rng.uniform(0.3, 1.0) * gen
+        proc = subprocess.Popen(bench_cmd("data", "make", "toy-maze", "--force", "--seed", str(i)), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
         finished = proc.poll() is not None
@@ -201,6 +203,8 @@ def make_trials(n: int, rng: random.Random, work: Path, env: dict) -> list[tuple
             defects.append(f"load after the kill failed: {res.stderr.strip()[-300:]}")
         elif lines[0].startswith("refused") and "bench data make" not in lines[0]:
             defects.append(f"refusal does not say what to do: {lines[0]}")
+        if finished and not defects:
+            continue
         what = "finished first" if finished else (lines[0].split()[0] if lines else "?")
         out.append((f"data make killed at {delay:.1f} s ({what})", delay, defects))
     return out
@@ -227,11 +231,15 @@ def main() -> int:
     results = work / "results"
     env = {**env, "AUGBENCH_RESULTS": str(results)}
     rows = []
-    for i in range(args.sweep_trials):
+    kills = 0
+    while kills < args.sweep_trials:  # a sweep that finishes before its kill is not a trial: drawn again
         if len(curves(results)) == 6:  # everything finished: start the study over, so there is work to kill
             shutil.rmtree(results)
-        target, delay, defects = sweep_trial(i, rng, study, results, env)
-        rows.append((f"sweep {i + 1}: kill -9 {target} at {delay:.1f} s", defects))
+        target, delay, defects = sweep_trial(kills, rng, study, results, env)
+        if target.endswith("(sweep had finished)") and not defects:
+            continue
+        kills += 1
+        rows.append((f"sweep {kills}: kill -9 {target} at {delay:.1f} s", defects))
         print(f"{rows[-1][0]}: {'ok' if not defects else 'DEFECT ' + '; '.join(defects)}", flush=True)
     finished_before = len(curves(results))
     final = subprocess.run(bench_cmd("sweep", str(study)), env=env, capture_output=True, text=True)

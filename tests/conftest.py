@@ -120,3 +120,14 @@ def slurm_cluster():
             pytest.fail(f"real SLURM required here (AUGBENCH_REQUIRE_SLURM is set) but {reason}")
         print(f"skipping: {reason}")
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny matmuls: one intra-op thread is as fast and does not spin against other work on the machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

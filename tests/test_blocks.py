@@ -16,13 +16,7 @@ S, A = 3, 2  # state and action dims of the linear test system
 SMALL = EnsembleConfig(members=4, elites=3, hidden=(32, 32), max_epochs=30)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matmuls: one intra-op thread is as fast and does not spin against other work on the machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny matmuls: one thread (tests/conftest.py)
 
 
 def linear_system(n: int, seed: int = 0):

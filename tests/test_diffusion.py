@@ -27,13 +27,7 @@ from blocks.diffusion import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matmuls: one intra-op thread is as fast and does not spin against other work on the machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny matmuls: one thread (tests/conftest.py)
 
 
 # ---------------------------------------------------------------------------------------------- config and maths

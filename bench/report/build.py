@@ -202,7 +202,6 @@ def dynamics_violation(ctx: Context) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
     plot = augs.assign(dvr=augs[DVR_COL].astype(float) * 100)
