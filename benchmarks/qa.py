@@ -66,11 +66,13 @@ def main() -> int:
     if args.workers > 1:
         cmd += ["-n", str(args.workers), "--dist", "loadgroup"]
     subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cases = []
+    cases, why = [], {}
     for case in ET.parse(xml).getroot().iter("testcase"):
-        outcome = ("failed" if case.find("failure") is not None or case.find("error") is not None else
-                   "not run" if case.find("skipped") is not None else "passed")
+        bad = case.find("failure") if case.find("failure") is not None else case.find("error")
+        outcome = ("failed" if bad is not None else "not run" if case.find("skipped") is not None else "passed")
         cases.append((case.get("name"), outcome))
+        if bad is not None:
+            why[case.get("name")] = (bad.get("message") or "").strip().splitlines()[:1]
     rows, seen = [], set()
     for item, patterns in ITEMS:
         mine = [(n, o) for n, o in cases if any(re.match(p, n) for p in patterns)]
@@ -100,7 +102,7 @@ def main() -> int:
                       f"{m.group(1) if m else 'see the report'}."]
     failing = [n for n, o in cases if o == "failed"]
     if failing:
-        lines += ["", "Failed: " + ", ".join(f"`{n}`" for n in failing)]
+        lines += ["", "Failed:"] + [f"- `{n}`: {' '.join(why.get(n, []))[:300]}" for n in failing]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text("\n".join(lines) + "\n")
