@@ -454,11 +454,18 @@ def status_cmd(file: Path = typer.Argument(..., help="Study file.")):
             counts[states.get(r.run_id, "pending")] -= 1
             counts[kind] = counts.get(kind, 0) + 1
             jobs[r.label] = (kind, jid, state)
+    from bench.run import is_claimed, results_root
+
+    for r in runs:  # a local run in progress holds its claim: running now, not interrupted
+        if r.run_id and r.label not in jobs and states.get(r.run_id) == "incomplete" and \
+                is_claimed(results_root() / "runs" / r.run_id):
+            counts["incomplete"] -= 1
+            counts["running"] = counts.get("running", 0) + 1
     keys = set(sweep.distinct_augmentations(runs))
     done_augs = sum(cache_path(k).exists() for k in keys)
     out.print(f"{study.name}: augmentation {done_augs}/{len(keys)} done; training " +
-              ", ".join(f"{k} {v}" for k, v in counts.items()) + " (incomplete = running now, or interrupted "
-              "and resumable from its checkpoint)", highlight=False, soft_wrap=True)
+              ", ".join(f"{k} {v}" for k, v in counts.items()) + " (incomplete = interrupted, resumable from its "
+              "checkpoint)", highlight=False, soft_wrap=True)
     for label, (kind, jid, state) in jobs.items():
         out.print(f"  {kind} {label} (SLURM job {jid}, {state})", highlight=False, soft_wrap=True)
     for r in runs:

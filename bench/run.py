@@ -359,6 +359,23 @@ def execute(req: RunRequest, force: bool = False, progress: Callable[[int, int, 
         return _execute_claimed(p, req, run_dir, force, progress, aug_progress)
 
 
+def is_claimed(run_dir: Path) -> bool:
+    """Whether a live process holds the run's claim (it is training now), without taking it."""
+    import fcntl
+
+    claim = Path(run_dir) / ".claim"
+    if not claim.exists():
+        return False
+    try:
+        with open(claim) as f:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def _claim(run_dir: Path):
     """An exclusive claim on the run directory for as long as the run trains: an flock, which the kernel

@@ -426,3 +426,22 @@ def test_a_worker_killed_during_the_augmentation_stage_does_not_end_the_sweep(tm
     assert "Traceback" not in err and "BrokenProcessPool" not in err, err[-2000:]
     assert proc.returncode == 0, (out, err)
     assert "runs done, 0 failed" in out
+
+
+def test_status_tells_a_running_run_from_an_interrupted_one(tmp_path, toy_file, results):
+    from tests.test_cli import bench
+
+    study = write(tmp_path, TINY.replace("seeds: [0, 1]", "seeds: [0]"))
+    from bench import sweep
+
+    _, runs = sweep.expand(study)
+    first, second = (results / "runs" / r.run_id for r in runs[:2])
+    for d in (first, second):
+        d.mkdir(parents=True)
+        (d / "config.json").write_text("{}")
+        (d / ".claim").write_text("")
+    with open(first / ".claim") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # the first is training now; the second was interrupted
+        res = bench("status", str(study))
+    assert res.returncode == 0, res.stderr
+    assert "incomplete 1" in res.stdout and "running 1" in res.stdout, res.stdout
