@@ -26,6 +26,10 @@ Options (named, defaults as the authors use them offline):
   normaliser, never with the default z-score one.
 - `EDMConfig.steps`: 128 is the number of sampling steps in the gin (the class default is 32).
 
+Why written here: the maintained implementation of this sampler, lucidrains' `denoising-diffusion-pytorch`
+(`ElucidatedDiffusion`, 2.3.4), requires accelerate, torchvision, pytorch-fid, pillow and scipy for an image
+trainer we do not use; this module needs torch only, and tests/test_diffusion.py checks it on known answers.
+
 Deviation (none in the maths): all randomness comes from a torch.Generator passed in, never the global RNG; the
 sampler draws in the authors' order (initial noise, then one eps per step), the loss draws sigma, then eps.
 Samples are returned in the model's (normalised) space; un-normalising is the caller's.
