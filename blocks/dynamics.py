@@ -136,7 +136,8 @@ def holdout_size(n: int, cfg: EnsembleConfig) -> int:
 def _tensor(a, device) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         return a.to(device=device, dtype=torch.float32)
-    return torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)
+    a = np.asarray(a, dtype=np.float32)
+    return torch.as_tensor(a if a.flags.writeable else a.copy(), device=device)  # memory-mapped data: a copy
 
 
 def soft_clamp(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
