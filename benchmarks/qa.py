@@ -90,7 +90,7 @@ def main() -> int:
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, no GPU; commit "
              + subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               cwd=ROOT).stdout.strip() + f"; {time.time() - t0:.0f} s.", "",
-             f"**{summary}** over {len(cases)} cases (each a test that reproduced its defect before the fix).", "",
+             f"**{summary}** over {len(cases)} cases (each a test of the defect it names).", "",
              "| defect | cases | passed | failed | not run |", "|---|---|---|---|---|"]
     for item, mine in rows:
         lines.append(f"| {item} | {len(mine)} | {sum(o == 'passed' for _, o in mine)} | "
