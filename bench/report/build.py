@@ -195,8 +195,9 @@ def dynamics_violation(ctx: Context) -> str:
         row = {"dataset": task_key, "augmenter": label, "DVR %": round(mean, 2), "95% CI": ci,
                "aug. seeds": len(rates)}
         counts = ("augmentation.dvr.invalid_states", "augmentation.dvr.checked")  # shown as whole numbers
-        row.update({cols[c]: (int(round(g[c].astype(float).mean())) if c in counts else float(g[c].astype(float).mean()))
-                    for c in have})
+        for c in have:
+            mean = float(g[c].astype(float).mean())
+            row[cols[c]] = int(round(mean)) if c in counts else mean
         rows.append(row)
     table = pd.DataFrame(rows)
     ctx.write("dvr.csv", table.to_csv(index=False))
