@@ -6,4 +6,5 @@ Third-party augmenters register under the entry-point group `augbench.augmenters
 from bench.registry import Registry
 
 # The built-in augmenters, imported on the first look-up (each registers itself under its class's `name`).
-AUGMENTERS: Registry = Registry("augmenter", "augbench.augmenters", modules=("methods.noise", "methods.none", "methods.ser"))
+AUGMENTERS: Registry = Registry("augmenter", "augbench.augmenters",
+                                modules=("methods.noise", "methods.none", "methods.ser", "methods.tatu"))
