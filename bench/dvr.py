@@ -283,8 +283,11 @@ def summarise(err: np.ndarray, bad: np.ndarray, unrec: np.ndarray, tol: float, e
 
 
 def simulator_dvr(original: Dataset, generated: Dataset, tol: float = DEFAULT_TOLERANCE,
-                  sim: Simulator | None = None, progress: Callable[[int, int], None] | None = None) -> dict:
-    """The DVR of `generated` against the true simulator of `original` (module doc)."""
+                  sim: Simulator | None = None, progress: Callable[[int, int], None] | None = None,
+                  per_row: dict | None = None) -> dict:
+    """The DVR of `generated` against the true simulator of `original` (module doc).  A `per_row` dict receives
+    each row's error, invalid-state flag and unrecoverable flag (for analyses such as TATU's u against the
+    true error)."""
     _check_shapes(original, generated)
     sim = sim or simulator_for(original)
     if sim is None:
@@ -323,6 +326,8 @@ def simulator_dvr(original: Dataset, generated: Dataset, tol: float = DEFAULT_TO
              "reward_mae": (float(np.nanmean(rew_err[~unrec])) if np.isfinite(rew_err[~unrec]).any() else None),
              "action_out_of_bounds": oob, "seconds": round(seconds, 3),
              "rows_per_second": round(n / max(seconds, 1e-9), 1)}
+    if per_row is not None:
+        per_row.update(error=err, invalid=bad, unrecoverable=unrec)
     segs, pos = _segments(generated)
     return summarise(err, bad, unrec, tol, extra, segs, pos)
 
