@@ -37,6 +37,7 @@ data scores about 1 %, and the figure measures departures beyond the model's own
 
 from __future__ import annotations
 
+import abc
 import json
 import math
 import os
@@ -65,13 +66,14 @@ class SimResult:
     unrecoverable: np.ndarray  # (N,) bool: the observation does not determine the state
 
 
-class Simulator:
+class Simulator(abc.ABC):
     """Rebuilds states from observations and steps the true dynamics for many rows at once."""
 
     mapping: str = ""
 
+    @abc.abstractmethod
     def step(self, obs: np.ndarray, act: np.ndarray) -> SimResult:
-        raise NotImplementedError
+        """The simulator's next observations (and rewards) from the states `obs` encode, stepped with `act`."""
 
     def in_wall(self, obs: np.ndarray) -> np.ndarray:
         return np.zeros(len(obs), bool)
@@ -175,10 +177,8 @@ class LocomotionSimulator(Simulator):
             raise BenchError(f"{env_id}: observations of shape {env.observation_space.shape} are not "
                              f"(qpos[1:], qvel) = ({self.nq - 1 + self.nv},)")
         self.workers = workers or _threads()
-        obs_fn = type(u)._get_obs
-        import inspect
-
-        self.clips = "clip" in inspect.getsource(obs_fn)  # Hopper / Walker2d clip velocities at +-10
+        # Gymnasium's Hopper and Walker2d clip observed velocities at +-10 (`_get_obs`); HalfCheetah does not
+        self.clips = env_id.split("-")[0] in ("Hopper", "Walker2d")
         self.mapping = "qpos[1:],qvel=observations; x position = 0 (not observed; the dynamics do not depend on it)"
 
     def step(self, obs: np.ndarray, act: np.ndarray) -> SimResult:
@@ -303,8 +303,9 @@ def simulator_dvr(original: Dataset, generated: Dataset, tol: float = DEFAULT_TO
     unrec = np.empty(n, bool)
     gta = np.empty(n)
     rew_err = np.full(n, np.nan)
-    for start in range(0, n, CHUNK * max(1, getattr(sim, "threads", 1))):
-        sl = slice(start, min(n, start + CHUNK * max(1, getattr(sim, "threads", 1))))
+    chunk = CHUNK * max(1, getattr(sim, "threads", 1))
+    for start in range(0, n, chunk):
+        sl = slice(start, min(n, start + chunk))
         obs, act = generated.observations[sl], generated.actions[sl]
         nxt = np.asarray(generated.next_observations[sl], np.float64)
         res = sim.step(obs, act)
@@ -416,8 +417,8 @@ def measure(original: Dataset, generated: Dataset, aug_key: str, tol: float = DE
 
     from bench.io import ensure_dir, write_json
 
-    sources = (["simulator"] if simulator_for_available(original) else []) + \
-        (["model"] if model or not simulator_for_available(original) else [])
+    has_sim = simulator_for_available(original)
+    sources = (["simulator"] if has_sim else []) + (["model"] if model or not has_sim else [])
     out = {}
     for source in sources:
         path = dvr_path(aug_key, tol, source)

@@ -92,6 +92,15 @@ class Augmenter(abc.ABC):
             self._torch_generator = torch.Generator(device=torch.device(self.device)).manual_seed(self._torch_seed)
         return self._torch_generator
 
+    def fit_generator(self, stream: int):
+        """A torch Generator on the run's device for the fit, on a stream of its own derived from the seed, so
+        that training leaves `torch_generator` (the sampling one) untouched: a fresh fit and a cached one sample
+        alike."""
+        import torch
+
+        seed = int(np.random.SeedSequence(self.seed, spawn_key=(stream,)).generate_state(1)[0])
+        return torch.Generator(device=torch.device(self.device)).manual_seed(seed)
+
     @abc.abstractmethod
     def fit(self, dataset: Dataset) -> None:
         """Learn whatever the augmenter needs from the original dataset."""

@@ -152,10 +152,7 @@ class SynthER(Augmenter):
         ema = EMA(model, beta=c.ema_decay, update_every=c.ema_every)
         opt = torch.optim.AdamW(model.parameters(), lr=c.lr, betas=(0.9, 0.99), weight_decay=c.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.train_steps)
-        # The fit draws from a stream of its own (derived from the seed), so the sampling generator is untouched
-        # by training: a fresh fit and a cached one sample alike.
-        fit_seed = int(np.random.SeedSequence(self.seed, spawn_key=(0x5E1,)).generate_state(1)[0])
-        gen = torch.Generator(device=torch.device(self.device)).manual_seed(fit_seed)
+        gen = self.fit_generator(0x5E1)
         edm = EDMConfig()
         start = 0
         state = self.fit_checkpoint()

@@ -148,7 +148,6 @@ class TATU(Augmenter):
     sample_fields = ("horizon", "penalty", "pessimism", "start_batch", "buffer_factor", "terminations")
 
     def fit(self, dataset: Dataset) -> None:
-        import torch
 
         from blocks.dynamics import EnsembleConfig, GaussianEnsemble
 
@@ -157,8 +156,7 @@ class TATU(Augmenter):
         obs, act = np.asarray(dataset.observations), np.asarray(dataset.actions)
         if len(obs) < 10:
             raise BenchError(f"tatu: '{dataset.meta.name}' has {len(obs)} transitions; TATU needs data")
-        fit_seed = int(np.random.SeedSequence(self.seed, spawn_key=(0x7A7,)).generate_state(1)[0])
-        gen = torch.Generator(device=torch.device(self.device)).manual_seed(fit_seed)
+        gen = self.fit_generator(0x7A7)
         cfg = EnsembleConfig(members=c.members, elites=c.elites, hidden=(c.ensemble_width,) * c.ensemble_layers,
                              max_epochs=c.ensemble_epochs, normalize_inputs=c.ensemble_normalize_inputs,
                              holdout_leak=c.holdout_leak)
