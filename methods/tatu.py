@@ -148,7 +148,6 @@ class TATU(Augmenter):
     sample_fields = ("horizon", "penalty", "pessimism", "start_batch", "buffer_factor", "terminations")
 
     def fit(self, dataset: Dataset) -> None:
-
         from blocks.dynamics import EnsembleConfig, GaussianEnsemble
 
         c = self.config
