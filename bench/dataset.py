@@ -277,7 +277,7 @@ class Dataset:
         if self.meta.kind == "trajectories" and n > 1:
             inner = ~is_last[:-1]
             same = (self.next_observations[:-1][inner] == self.observations[1:][inner])
-            if not same.reshape(len(same), -1).all():
+            if len(same) and not same.reshape(len(same), -1).all():  # (none: every episode one step)
                 row = int(np.flatnonzero(inner)[np.flatnonzero(~same.reshape(len(same), -1).all(axis=1))[0]])
                 raise BenchError(f"{where}: step {row}: next_observations differs from the next step's "
                                  f"observation inside an episode")

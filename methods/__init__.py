@@ -7,4 +7,5 @@ from bench.registry import Registry
 
 # The built-in augmenters, imported on the first look-up (each registers itself under its class's `name`).
 AUGMENTERS: Registry = Registry("augmenter", "augbench.augmenters",
-                                modules=("methods.noise", "methods.none", "methods.ser", "methods.tatu"))
+                                modules=("methods.noise", "methods.none", "methods.ser", "methods.tatu",
+                                         "methods.diffstitch"))

@@ -51,6 +51,7 @@ class Augmenter(abc.ABC):
     output: ClassVar[Literal["transitions", "trajectories", "none"]]
     needs_simulator: ClassVar[bool] = False
     sample_fields: ClassVar[tuple[str, ...]] = ()  # config fields that change the sampling only, not the fit
+    limit_fields: ClassVar[tuple[str, ...]] = ()  # sample fields that only cap how much is made (budgets)
     presets: ClassVar[dict[str, dict]] = {}  # named sizes (e.g. `paper`, `cpu-smoke`): `{"preset": NAME}` in a config
 
     @classmethod

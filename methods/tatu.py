@@ -83,6 +83,9 @@ class TATUConfig(AugmenterConfig):
 PRESETS = {
     "paper": {},
     "argparse": {"penalty": 1.0, "pessimism": 2.0},
+    # The reduced CPU budget of reports/tatu.md and sweeps/tatu-pointmaze-cpu.yaml: everything as `paper` but the
+    # ensemble's epochs (the authors: up to 200 with early stopping) and the VAE's iterations (the authors: 100k).
+    "cpu-small": {"ensemble_epochs": 5, "vae_iterations": 5000},
     "cpu-smoke": {"members": 3, "elites": 2, "ensemble_width": 32, "ensemble_layers": 2, "ensemble_epochs": 3,
                   "vae_width": 64, "vae_iterations": 200, "start_batch": 500, "buffer_factor": 1.0},
 }
