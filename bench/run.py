@@ -415,6 +415,9 @@ def _execute_claimed(p: Plan, req: RunRequest, run_dir: Path, force: bool, progr
     result = _result(p, req, state, {"cache_key": aug_key, "from_cache": from_cache,
                                      "generated": 0 if generated is None else len(generated),
                                      "kind": None if generated is None else generated.meta.kind,
+                                     # the augmenter's own record of its making (acceptance, rejections, ...)
+                                     "stats": None if generated is None else
+                                     generated.meta.extra.get(req.augmenter),
                                      "dvr": dvr}, t_start)
     write_json(result_path, result)
     return run_dir, result

@@ -301,3 +301,5 @@ def test_diffstitch_end_to_end_through_bench_run(toy_file, results):
     aug = result["augmentation"]
     assert aug["kind"] == "trajectories" and aug["generated"] > 0
     assert aug["dvr"]["segments_violating_share"] is not None
+    stats = aug["stats"]  # the acceptance record travels into result.json
+    assert stats["accepted"] > 0 and stats["attempts"] == stats["accepted"] + sum(stats[r] for r in REASONS)
