@@ -3,6 +3,7 @@
 - `ZScore`, SynthER's "standard" normaliser (`synther/diffusion/norm.py`, `Normalizer`): mean and the sample std
   (ddof 1, as `torch.std`) per dimension over the whole data; transform (x - mean) / (std + eps), eps = 1e-5; the
   `exclude` columns (SynthER's terminal flag, `disable_terminal_norm`) get mean 0 and scale exactly 1.
+- `MinMax`, Decision Diffuser's `LimitsNormalizer`: [min, max] -> [-1, 1] per dimension, inverse clipped.
 - `EmpiricalCDF`, DiffStitch's `CDFNormalizer` (`diffuser/datasets/normalization.py`): per dimension, the
   sorted unique values q_1 < ... < q_K and their cumulative frequencies c_k = (#values <= q_k) / N; transform
   clips x to [q_1, q_K], interpolates linearly from q to c and maps to 2c - 1; inverse maps y to (y + 1) / 2,
@@ -93,6 +94,28 @@ class ZScore:
     @classmethod
     def from_state(cls, state: dict) -> ZScore:
         return cls(state["mean"], state["scale"])
+
+
+class MinMax(ZScore):
+    """Decision Diffuser's `LimitsNormalizer` (`diffuser/datasets/normalization.py`): per dimension [min, max] ->
+    [-1, 1]; inverse clips to [-1, 1] first (so it never leaves the data's range).  A constant dimension gets
+    scale 1 (as `SafeLimitsNormalizer`)."""
+
+    @classmethod
+    def fit(cls, data, exclude: Sequence[int] = (), eps: float = 0.0) -> MinMax:
+        x = _rows(data)
+        if len(x) < 1:
+            raise ValueError("MinMax.fit: need at least 1 row")
+        low, high = x.min(axis=0), x.max(axis=0)
+        half = (high - low) / 2.0
+        half[half <= 0] = 1.0
+        return cls((high + low) / 2.0, half)
+
+    def inverse(self, y):
+        _check_dim(y, self.dim, "MinMax.inverse")
+        y, mean, scale = self._stats(y)
+        y = y.clamp(-1.0, 1.0) if isinstance(y, torch.Tensor) else np.clip(y, -1.0, 1.0)
+        return y * scale + mean
 
 
 class EmpiricalCDF:

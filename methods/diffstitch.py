@@ -37,6 +37,9 @@ Where the code and the paper (or the intent) differ, named options (defaults: th
   among the qualifying ones (D13, top-3 #2), i.e. one of the pool's lowest returns; "code" reproduces that.
 - `loss_reduction` = "all" (the code): the epsilon error summed over the unknown positions is divided by
   all B x H x d elements (the authors' weighted mean); "unknown" divides by the unknown elements only.
+- `normalizer` = "cdf" (the code: the published thresholds assume it); "limits" is Decision Diffuser's min-max
+  map to [-1, 1].  In a maze the CDF gives the walls (where no data lie) zero width, so a small error in CDF
+  space can carry a state through a wall: reports/diffstitch.md measures both.
 - `padding` = "zeros" (the code): training windows run up to one step before an episode's end, padded with
   raw-zero states and actions as Decision Diffuser's buffer (the episode limit is the data's longest episode);
   "none" keeps windows inside episodes.
@@ -111,6 +114,7 @@ class DiffStitchConfig(AugmenterConfig):
     termination_penalty: float = -100.0
     discount: float = 0.99
     padding: str = "zeros"  # "zeros" (the code) or "none"
+    normalizer: str = "cdf"  # "cdf" (the code) or "limits" (min-max, Decision Diffuser's default)
     loss_reduction: str = "all"  # "all" (the code: masked sum / all B H d elements) or "unknown"
     inv_width: int = 256
     # -- the dynamics / reward ensemble (fit) --
@@ -146,7 +150,7 @@ class DiffStitchConfig(AugmenterConfig):
     rtg_guidance: bool = True  # ablation: False samples without the return condition
 
     def check(self, where: str) -> None:
-        choices = {"padding": ("zeros", "none"), "loss_reduction": ("all", "unknown"), "rtg_lookup": ("chosen", "code"),
+        choices = {"padding": ("zeros", "none"), "normalizer": ("cdf", "limits"), "loss_reduction": ("all", "unknown"), "rtg_lookup": ("chosen", "code"),
                    "rewards": ("auto", "model", "exact"), "emit": ("bridge", "full")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -194,10 +198,10 @@ PRESETS = {
     #   in CDF units, so those values would never reject anything;
     # - test_ret None: the best return label of the data (the task's rewards are -1 per step, 0 at the goal).
     "pointmaze": {"padding": "none", "similarity": 0.99, "delta_quantile": 0.99, "test_ret": None},
-    # `pointmaze` at a size a 2-core CPU fits in minutes (U-Net base 16, 20 denoising steps, 2,000 steps without
+    # `pointmaze` at a size a 2-core CPU fits in minutes (U-Net base 16, 20 denoising steps, 6,000 steps without
     # accumulation, a 5 / 3 ensemble of 3 epochs): for CPU tables, which name it.
     "cpu-small": {"padding": "none", "similarity": 0.99, "delta_quantile": 0.99, "test_ret": None,
-                  "unet_dim": 16, "train_steps": 2000, "grad_accumulate": 1, "diffusion_steps": 20,
+                  "unet_dim": 16, "train_steps": 6000, "grad_accumulate": 1, "diffusion_steps": 20,
                   "members": 5, "elites": 3, "ensemble_epochs": 3, "ema_start": 200, "checkpoint_every": 500,
                   "budget": 20_000, "max_iterations": 200},
     "cpu-smoke": {"horizon": 16, "unet_dim": 16, "dim_mults": (1, 2, 4), "diffusion_steps": 8,
@@ -363,10 +367,9 @@ class DiffStitch(Augmenter):
         from ema_pytorch import EMA
 
         from blocks.diffusion import DDPMConfig, DDPMSchedule, ddpm_loss
-        from blocks.normalize import EmpiricalCDF
-
         c = self.config
-        self._prepare(dataset, EmpiricalCDF.fit(dataset.observations), EmpiricalCDF.fit(dataset.actions))
+        norm = self._normalizer()
+        self._prepare(dataset, norm.fit(dataset.observations), norm.fit(dataset.actions))
         w_ep, w_start = self.episodes.windows(c.horizon, c.padding)
         if len(w_ep) == 0:
             raise BenchError(f"diffstitch: no episode of '{dataset.meta.name}' is long enough for windows of "
@@ -420,6 +423,11 @@ class DiffStitch(Augmenter):
         self.label_max = float(labels.max())
         self._fit_ensemble(dataset, gen, lambda e: self.report(c.train_steps + e, total))
 
+    def _normalizer(self):
+        from blocks.normalize import EmpiricalCDF, MinMax
+
+        return EmpiricalCDF if self.config.normalizer == "cdf" else MinMax
+
     def _prepare(self, dataset: Dataset, obs_cdf, act_cdf) -> None:
         c = self.config
         self.data, self.obs_cdf, self.act_cdf = dataset, obs_cdf, act_cdf
@@ -455,9 +463,9 @@ class DiffStitch(Augmenter):
         import torch
 
         from blocks.dynamics import GaussianEnsemble
-        from blocks.normalize import EmpiricalCDF
 
-        self._prepare(dataset, EmpiricalCDF.from_state(state["obs_cdf"]), EmpiricalCDF.from_state(state["act_cdf"]))
+        norm = self._normalizer()
+        self._prepare(dataset, norm.from_state(state["obs_cdf"]), norm.from_state(state["act_cdf"]))
         self.model = _Model.build(self.config, self.obs_dim, self.act_dim, torch.Generator().manual_seed(0))
         self.model.load_state_dict(state["model"])
         self.model = self.model.to(self.device).eval()

@@ -303,3 +303,19 @@ def test_diffstitch_end_to_end_through_bench_run(toy_file, results):
     assert aug["dvr"]["segments_violating_share"] is not None
     stats = aug["stats"]  # the acceptance record travels into result.json
     assert stats["accepted"] > 0 and stats["attempts"] == stats["accepted"] + sum(stats[r] for r in REASONS)
+
+
+def test_minmax_normaliser_known_answer_and_the_limits_option(toy):
+    from blocks.normalize import MinMax
+
+    x = np.array([[0.0, 5.0], [10.0, 5.0], [5.0, 5.0]])
+    m = MinMax.fit(x)
+    np.testing.assert_allclose(m.transform(x), [[-1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])  # constant dim: scale 1
+    np.testing.assert_allclose(m.inverse(np.array([[2.0, 0.0], [-0.5, 0.0]])), [[10.0, 5.0], [2.5, 5.0]])  # clipped
+    aug = DS(DS.resolve_config({"preset": "cpu-smoke", "normalizer": "limits"}), seed=0)
+    aug.fit(toy)
+    aug.begin_sampling(0)
+    aug._pools()
+    out = aug.stitch_batch()
+    assert out["n"] > 0 and np.isfinite(out["states"].numpy()).all()
+    assert isinstance(aug.obs_cdf, MinMax)
