@@ -1,0 +1,1 @@
+"""ASTRO components, one file each."""
