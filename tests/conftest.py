@@ -77,6 +77,17 @@ def toy_file(tmp_path_factory) -> Path:
     return make_files(TOY, tmp_path_factory.getbasetemp() / "cache" / "datasets", name="toy-maze")
 
 
+@pytest.fixture(scope="module")
+def toy_task1(toy_file):
+    """The test toy maze's task-1 dataset, loaded once per module (AUGBENCH_CACHE points at the session cache
+    for the module's tests)."""
+    from bench import data
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUGBENCH_CACHE", str(toy_file.parent.parent))
+        yield data.load("toy-maze", 1)
+
+
 @pytest.fixture
 def results(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "results"

@@ -12,7 +12,6 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from bench import data
 from bench.data.pointmaze import bfs_distances
 from methods.astro.tdr import TDR, TDRConfig, episode_last_rows, expectile_loss, goal_rewards, sample_goal_indices
 
@@ -28,18 +27,8 @@ TINY = TDRConfig(hidden=(16, 16), latent=4, batch_size=32, steps=25, log_every=2
 
 
 @pytest.fixture(scope="module")
-def toy(toy_file):
-    import os
-
-    old = os.environ.get("AUGBENCH_CACHE")
-    os.environ["AUGBENCH_CACHE"] = str(toy_file.parent.parent)
-    try:
-        yield data.load("toy-maze", 1)
-    finally:
-        if old is None:
-            os.environ.pop("AUGBENCH_CACHE", None)
-        else:
-            os.environ["AUGBENCH_CACHE"] = old
+def toy(toy_task1):
+    return toy_task1
 
 
 @pytest.fixture(scope="module")

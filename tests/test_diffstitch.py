@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from bench import data
 from bench.dataset import Dataset, DatasetMeta, SpaceSpec
 from blocks.normalize import EmpiricalCDF
 from methods import AUGMENTERS
@@ -20,18 +19,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thr
 
 
 @pytest.fixture(scope="module")
-def toy(toy_file):
-    import os
-
-    old = os.environ.get("AUGBENCH_CACHE")
-    os.environ["AUGBENCH_CACHE"] = str(toy_file.parent.parent)
-    try:
-        yield data.load("toy-maze", 1)
-    finally:
-        if old is None:
-            os.environ.pop("AUGBENCH_CACHE", None)
-        else:
-            os.environ["AUGBENCH_CACHE"] = old
+def toy(toy_task1):
+    return toy_task1
 
 
 @pytest.fixture(scope="module")
