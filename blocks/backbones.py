@@ -296,3 +296,213 @@ class TemporalUnet(nn.Module):
             h = torch.cat((h, skips.pop()), dim=1)
             h = up(block2(block1(h, emb), emb))
         return self.final_conv(h).transpose(1, 2)
+
+
+# ----------------------------------------------------------------------------------- 1-D Diffusion Transformer
+
+def dit_timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """t (B,) -> (B, dim) float32: [cos(t f), sin(t f)] with f_k = max_period^(-k / half), k < half = dim // 2.
+
+    The frequency embedding of DiT's TimestepEmbedder (facebookresearch/DiT `models.py`, after GLIDE); note the
+    cosines come first and the exponent divides by half, not half - 1 as in `SinusoidalPosEmb`.  An odd dim gets
+    one zero column at the end, as there.  t may be fractional.
+    """
+    half = dim // 2
+    freqs = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32) * (-math.log(max_period) / half))
+    arg = t.to(torch.float32)[:, None] * freqs[None, :]
+    emb = torch.cat((arg.cos(), arg.sin()), dim=-1)
+    return F.pad(emb, (0, 1)) if dim % 2 else emb
+
+
+def sincos_positions(length: int, dim: int) -> torch.Tensor:
+    """The fixed 1-D sin-cos position table (length, dim) float32 that DiT uses per axis (MAE's
+    `get_1d_sincos_pos_embed_from_grid`): [sin(p w), cos(p w)] with w_k = 10000^(-k / (dim / 2)), k < dim // 2,
+    computed in float64."""
+    if dim < 2 or dim % 2:
+        raise ValueError(f"sincos_positions needs an even dim >= 2, got {dim}")
+    omega = torch.pow(10000.0, -torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
+    arg = torch.arange(length, dtype=torch.float64)[:, None] * omega[None, :]
+    return torch.cat((arg.sin(), arg.cos()), dim=-1).to(torch.float32)
+
+
+def _modulate(h: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: h (B, H, W) * (1 + scale) + shift, with shift and scale (B, W) broadcast over the H positions."""
+    return h * (1 + scale[:, None, :]) + shift[:, None, :]
+
+
+class SequenceSelfAttention(nn.Module):
+    """Multi-head self-attention over the H positions of (B, H, W): one fused qkv Linear (with bias, as timm's
+    `Attention` that DiT uses), F.scaled_dot_product_attention (softmax(q k^T / sqrt(W / heads)) v), and an output
+    Linear.  No mask: every position attends to every other, so without a positional signal the layer is
+    permutation-equivariant over positions."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        b, n, w = h.shape
+        q, k, v = self.qkv(h).view(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, H, W / heads)
+        return self.proj(out.transpose(1, 2).reshape(b, n, w))
+
+
+class DiTBlock1d(nn.Module):
+    """One adaLN-Zero transformer block (DiT's `DiTBlock`), on (B, H, W) tokens and a (B, W) condition c.
+
+    SiLU(c) -> Linear(W, 6 W) gives shift, scale and gate for the attention and for the MLP; then
+    h + gate_a * Attn(modulate(LN(h), shift_a, scale_a)) and h + gate_m * MLP(modulate(LN(h), shift_m, scale_m)),
+    with LayerNorm without affine (eps 1e-6) and MLP = Linear(W, mlp_ratio W) -> GELU(tanh) -> Linear back.  The
+    residual is the block's input, as in DiT (CleanDiffuser's `DiT1d` block instead overwrites h with the
+    modulated normalised tokens before the attention residual; not followed).
+    """
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.attn = SequenceSelfAttention(width, heads)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.modulation(c).chunk(6, dim=-1)
+        h = h + gate_a[:, None, :] * self.attn(_modulate(self.norm1(h), shift_a, scale_a))
+        return h + gate_m[:, None, :] * self.mlp(_modulate(self.norm2(h), shift_m, scale_m))
+
+
+class SequenceDiT(nn.Module):
+    """A 1-D Diffusion Transformer (DiT, Peebles & Xie 2023) over (B, H, x_dim) sequences, channels last.
+
+    The shared backbone of ASTRO's dynamics model and stitch planner.  Its contract extends TemporalUnet's:
+    `forward(x, t, cond=None, keep=None, seq_cond=None)` -> (B, H, x_dim), with 1 <= H <= horizon, so it plugs
+    into `ddpm_loss` / `ddpm_sample` (which call net(x_t, t, cond, keep)).
+
+    The architecture follows facebookresearch/DiT `models.py` (DiT, DiTBlock, FinalLayer, TimestepEmbedder), with
+    the sequence (instead of image patches) tokenisation of CleanDiffuser's `cleandiffuser/nn_diffusion/dit.py::
+    DiT1d`:
+
+    - tokens: Linear(x_dim + seq_cond_dim -> width) of [x, seq_cond] per position (seq_cond (B, H, seq_cond_dim)
+      is the per-position conditioning, e.g. the planner's masked stitching sequence and feedback; zeros when
+      None), plus DiT's fixed sin-cos positional table (`sincos_positions`, a non-trainable buffer of `horizon`
+      rows, the first H used);
+    - condition c (B, width): DiT's TimestepEmbedder, `dit_timestep_embedding(t, 256)` -> Linear(256, width) ->
+      SiLU -> Linear(width, width), plus the global condition's embedding Linear(cond_dim, width) -> SiLU ->
+      Linear(width, width) (DiT adds its label embedding the same way), multiplied by `keep` (B,) for
+      classifier-free guidance dropout (1 keeps it, 0 drops it); `cond=None` gives a zero condition embedding, the
+      same output as keep = 0 (TemporalUnet's convention).  t is used as given: a DDPM step index (int or float,
+      as DiT); a continuous noise level such as EDM's ln(sigma) / 4 works but is best scaled by the caller to
+      span a few units or more;
+    - `depth` adaLN-Zero blocks (`DiTBlock1d`), then the final layer: LayerNorm (no affine) modulated by
+      SiLU(c) -> Linear(width, 2 width) (shift, scale), and Linear(width, x_dim).
+
+    Initialisation as DiT's `initialize_weights`: every Linear xavier-uniform with zero bias; the timestep MLP's
+    two weights N(0, 0.02^2); the modulation Linear of every block, the final modulation Linear and the output
+    Linear all zero (adaLN-Zero), so a fresh net outputs exactly zeros and each block starts as the identity.
+    The draws happen inside `torch.random.fork_rng(devices=[])` with the CPU default generator re-seeded from a
+    seed drawn from `generator` (seeded 0 when None): the global RNG state is left as it was and equal generators
+    give bit-identical weights.
+
+    Named behaviours: a `cond` or `keep` on a net built with cond_dim=0, or a `seq_cond` on one built with
+    seq_cond_dim=0, raises ValueError, as does any input of the wrong shape (DiT's fixed-size positional table
+    has no counterpart for H > horizon, which also raises).  No dropout (DiT trains without; CleanDiffuser's
+    optional attention/MLP dropout is left out).
+    """
+
+    FREQUENCY_DIM = 256  # DiT's frequency_embedding_size
+
+    def __init__(self, x_dim: int, horizon: int, width: int = 256, depth: int = 4, heads: int = 4,
+                 mlp_ratio: float = 4.0, cond_dim: int = 0, seq_cond_dim: int = 0,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        for name, value, low in (("x_dim", x_dim, 1), ("horizon", horizon, 1), ("width", width, 2),
+                                 ("depth", depth, 1), ("heads", heads, 1), ("cond_dim", cond_dim, 0),
+                                 ("seq_cond_dim", seq_cond_dim, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"SequenceDiT: {name} must be an integer >= {low}, got {value!r}")
+        if width % 2 or width % heads:
+            raise ValueError(f"SequenceDiT: width {width} must be even and divisible by heads={heads}")
+        if not mlp_ratio > 0 or int(width * mlp_ratio) < 1:
+            raise ValueError(f"SequenceDiT: mlp_ratio must give a positive MLP width, got {mlp_ratio!r}")
+        self.x_dim, self.horizon, self.width = x_dim, horizon, width
+        self.cond_dim, self.seq_cond_dim = cond_dim, seq_cond_dim
+        self.register_buffer("pos_embed", sincos_positions(horizon, width), persistent=False)
+        seed = int(torch.randint(0, 2 ** 62, (1,), generator=_default_generator(generator)).item())
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)  # CPU generator only: CUDA generators are not touched
+            self._build(depth, heads, mlp_ratio)
+            self._initialise()
+
+    def _build(self, depth: int, heads: int, mlp_ratio: float) -> None:
+        w = self.width
+        self.x_proj = nn.Linear(self.x_dim + self.seq_cond_dim, w)
+        self.t_mlp = nn.Sequential(nn.Linear(self.FREQUENCY_DIM, w), nn.SiLU(), nn.Linear(w, w))
+        self.cond_mlp = (nn.Sequential(nn.Linear(self.cond_dim, w), nn.SiLU(), nn.Linear(w, w))
+                         if self.cond_dim else None)
+        self.blocks = nn.ModuleList([DiTBlock1d(w, heads, mlp_ratio) for _ in range(depth)])
+        self.final_norm = nn.LayerNorm(w, elementwise_affine=False, eps=1e-6)
+        self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(w, 2 * w))
+        self.out = nn.Linear(w, self.x_dim)
+
+    @torch.no_grad()
+    def _initialise(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.t_mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_mlp[2].weight, std=0.02)
+        zeroed = [block.modulation[-1] for block in self.blocks] + [self.final_modulation[-1], self.out]
+        for lin in zeroed:
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def _condition(self, t, cond: torch.Tensor | None, keep: torch.Tensor | None, batch: int,
+                   x: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, device=x.device)
+        if t.dim() == 0:
+            t = t.expand(batch)
+        if t.shape != (batch,):
+            raise ValueError(f"SequenceDiT expects t of shape ({batch},) or a scalar, got {tuple(t.shape)}")
+        c = self.t_mlp(dit_timestep_embedding(t, self.FREQUENCY_DIM).to(x.dtype))
+        if self.cond_mlp is None:
+            if cond is not None or keep is not None:
+                raise ValueError("SequenceDiT built with cond_dim=0 takes no cond or keep")
+            return c
+        if cond is None:
+            return c  # a zero condition embedding: the same output as keep = 0
+        if cond.shape != (batch, self.cond_dim):
+            raise ValueError(f"SequenceDiT expects cond of shape ({batch}, {self.cond_dim}), got {tuple(cond.shape)}")
+        emb = self.cond_mlp(cond.to(x.dtype))
+        if keep is not None:
+            if keep.shape != (batch,):
+                raise ValueError(f"SequenceDiT expects keep of shape ({batch},), got {tuple(keep.shape)}")
+            emb = emb * keep.to(emb.dtype)[:, None]
+        return c + emb
+
+    def forward(self, x: torch.Tensor, t, cond: torch.Tensor | None = None, keep: torch.Tensor | None = None,
+                seq_cond: torch.Tensor | None = None) -> torch.Tensor:
+        if x.dim() != 3 or x.shape[2] != self.x_dim or not 1 <= x.shape[1] <= self.horizon:
+            raise ValueError(f"SequenceDiT expects x of shape (B, H, {self.x_dim}) with 1 <= H <= horizon="
+                             f"{self.horizon}, got {tuple(x.shape)}")
+        batch, length = x.shape[:2]
+        if self.seq_cond_dim == 0:
+            if seq_cond is not None:
+                raise ValueError("SequenceDiT built with seq_cond_dim=0 takes no seq_cond")
+            tokens = x
+        else:
+            if seq_cond is None:
+                seq_cond = x.new_zeros(batch, length, self.seq_cond_dim)
+            elif seq_cond.shape != (batch, length, self.seq_cond_dim):
+                raise ValueError(f"SequenceDiT expects seq_cond of shape ({batch}, {length}, {self.seq_cond_dim}), "
+                                 f"got {tuple(seq_cond.shape)}")
+            tokens = torch.cat((x, seq_cond.to(x.dtype)), dim=-1)
+        c = self._condition(t, cond, keep, batch, x)
+        h = self.x_proj(tokens) + self.pos_embed[:length].to(x.dtype)
+        for block in self.blocks:
+            h = block(h, c)
+        shift, scale = self.final_modulation(c).chunk(2, dim=-1)
+        return self.out(_modulate(self.final_norm(h), shift, scale))
