@@ -94,7 +94,7 @@ class DiffStitchConfig(AugmenterConfig):
         "window_hi": "[2, 10000]", "candidates": "[1, 1000000]", "sources_per_iteration": "[1, 1000000]",
         "sources": "[0, 1000000000]", "targets": "[0, 1000000000]", "source_fraction": "(0, 1]",
         "target_fraction": "(0, 1]", "delta": "(0, inf)", "budget": "[1, 1000000000]",
-        "max_iterations": "[1, 100000000]", "fixed_step": "[0, 10000]",
+        "max_iterations": "[1, 100000000]", "fixed_step": "[0, 10000]", "test_ret": "(-inf, inf)",
     }
     # -- the state diffusion model and the inverse dynamics (fit) --
     horizon: int = 100

@@ -197,7 +197,7 @@ def test_pairs_are_the_best_windows_with_h_plus_1_steps_left(toy):
 
 def test_exact_maze_rewards_equal_the_dataset_labels(toy):
     fn = exact_reward_fn(toy)
-    r, term = fn(torch.as_tensor(np.asarray(toy.observations)))
+    r, term = fn(torch.as_tensor(np.array(toy.observations)))
     np.testing.assert_array_equal(r.numpy(), np.asarray(toy.rewards))
     np.testing.assert_array_equal(term.numpy(), np.asarray(toy.terminals))
     # the test toy never reaches task 1's goal: check the rule at the goal itself and either side of the radius
