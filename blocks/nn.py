@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -99,3 +100,12 @@ def sample_in_ball(shape: tuple[int, ...], radius: float, generator: torch.Gener
     direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     u = torch.rand((*shape[:-1], 1), generator=generator, device=device)
     return direction * (radius * u.pow(1.0 / d))
+
+
+@contextlib.contextmanager
+def seeded_init(generator: torch.Generator):
+    """Build layers with torch's default initialisers under a seed drawn from `generator` (one draw in
+    [0, 2^31)); the global RNG is restored afterwards, so construction never consumes global randomness."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(2 ** 31, (1,), generator=generator, device=generator.device)))
+        yield

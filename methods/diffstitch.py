@@ -66,7 +66,6 @@ walker2d-medium-replay has no published config), `pointmaze` (OGBench point maze
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 
@@ -310,19 +309,6 @@ class _Episodes:
         return ep, _ragged(np.zeros(len(count), np.int64), count)
 
 
-def _seeded(generator):
-    """Build layers under a torch seed drawn from `generator` (the global RNG is restored afterwards)."""
-    import torch
-
-    @contextlib.contextmanager
-    def ctx():
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(2 ** 31, (1,), generator=generator, device=generator.device)))
-            yield
-
-    return ctx()
-
-
 class _Model:
     """The temporal U-Net and the inverse-dynamics MLP, trained and EMA-averaged together (as the authors)."""
 
@@ -332,13 +318,14 @@ class _Model:
         from torch import nn
 
         from blocks.backbones import TemporalUnet
+        from blocks.nn import seeded_init
 
         class _Pair(nn.Module):
             def __init__(self):
                 super().__init__()
                 self.unet = TemporalUnet(c.horizon, obs_dim, dim=c.unet_dim, dim_mults=tuple(c.dim_mults),
                                          kernel_size=c.kernel_size, returns_condition=True, generator=generator)
-                with _seeded(generator):
+                with seeded_init(generator):
                     self.inv = nn.Sequential(nn.Linear(2 * obs_dim, c.inv_width), nn.ReLU(),
                                              nn.Linear(c.inv_width, c.inv_width), nn.ReLU(),
                                              nn.Linear(c.inv_width, act_dim))

@@ -117,12 +117,13 @@ class VAE:
         import torch
         from torch import nn
 
+        from blocks.nn import seeded_init
+
         class _VAE(nn.Module):
             def __init__(self):
                 super().__init__()
                 latent = 2 * act_dim
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(int(torch.randint(2 ** 31, (1,), generator=generator, device=generator.device)))
+                with seeded_init(generator):
                     self.e1, self.e2 = nn.Linear(obs_dim + act_dim, width), nn.Linear(width, width)
                     self.mean, self.log_std = nn.Linear(width, latent), nn.Linear(width, latent)
                     self.d1, self.d2 = nn.Linear(obs_dim + latent, width), nn.Linear(width, width)
