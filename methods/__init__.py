@@ -8,4 +8,4 @@ from bench.registry import Registry
 # The built-in augmenters, imported on the first look-up (each registers itself under its class's `name`).
 AUGMENTERS: Registry = Registry("augmenter", "augbench.augmenters",
                                 modules=("methods.noise", "methods.none", "methods.ser", "methods.tatu",
-                                         "methods.diffstitch"))
+                                         "methods.diffstitch", "methods.astro.astro"))

@@ -254,6 +254,41 @@ def _ragged(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(np.asarray(starts, np.int64), lengths) + np.arange(total) - offsets
 
 
+def assemble_stitches(aug: Augmenter, ds: Dataset, b: dict, emit: str) -> Dataset:
+    """Accepted stitches as `trajectories` (shared by DiffStitch and ASTRO).  `b` holds, per stitch, states
+    (n, P, d) with positions 0..k valid, actions / rewards / terminals (n, P - 1, ...) valid for steps < k, k, and
+    the source and target episode and step.  Each bridge of k steps is one segment; with `emit = "full"` the
+    source episode's steps before it and the target episode's steps from its target state on go around it."""
+    k = b["k"].astype(np.int64)
+    n, P = len(k), b["states"].shape[1]
+    d, a = b["states"].shape[2], b["actions"].shape[2]
+    steps = _ragged(np.arange(n) * (P - 1), k)  # rows of the flattened (n, P - 1) arrays
+    obs = b["states"][:, :-1].reshape(-1, d)[steps]
+    nxt = b["states"][:, 1:].reshape(-1, d)[steps]
+    act, rew = b["actions"].reshape(-1, a)[steps], b["rewards"].reshape(-1)[steps]
+    term = b["terminals"].reshape(-1)[steps]
+    lengths = k
+    if emit == "full":
+        off, N = ds.episode_offsets, len(ds)
+        pre = (off[b["source_episode"]], b["source_step"])
+        suf = (off[b["target_episode"]] + b["target_step"],
+               off[b["target_episode"] + 1] - off[b["target_episode"]] - b["target_step"])
+        bridge_start = N + np.concatenate([[0], np.cumsum(k)[:-1]])
+        starts = np.stack([pre[0], bridge_start, suf[0]], 1).reshape(-1)
+        lens = np.stack([pre[1], k, suf[1]], 1).reshape(-1)
+        rows = _ragged(starts, lens)
+
+        def full(original, generated):
+            return np.concatenate([np.asarray(original), generated])[rows]
+
+        obs, nxt = full(ds.observations, obs), full(ds.next_observations, nxt)
+        act, rew, term = full(ds.actions, act), full(ds.rewards, rew), full(ds.terminals, term)
+        lengths = pre[1] + k + suf[1]
+    return aug.trajectories(ds, observations=obs, actions=act, rewards=rew, next_observations=nxt,
+                            lengths=lengths, source_episode=b["source_episode"], source_step=b["source_step"],
+                            target_episode=b["target_episode"], target_step=b["target_step"], terminals=term)
+
+
 class _Episodes:
     """The dataset laid out per episode: padded (n_episodes, T + H) arrays of CDF-normalised states and actions,
     raw rewards, and discounted returns-to-go, on the device."""
@@ -643,39 +678,8 @@ class DiffStitch(Augmenter):
                       "step_counts": {int(k): int(v) for k, v in enumerate(steps_hist) if v}}
         if not parts:
             return None
-        return self._assemble({key: np.concatenate([p[key] for p in parts]) for key in parts[0]})
-
-    def _assemble(self, b: dict) -> Dataset:
-        """The accepted stitches as `trajectories`: each bridge of k steps (positions 0..k of its states), or
-        with `emit = "full"` the source episode's steps before it and the target episode's steps from its
-        target state on, around it."""
-        ds, k = self.data, b["k"].astype(np.int64)
-        n, H = len(k), self.config.horizon
-        steps = _ragged(np.arange(n) * (H - 1), k)  # rows of the flattened (n, H - 1) arrays
-        obs = b["states"][:, :-1].reshape(-1, self.obs_dim)[steps]
-        nxt = b["states"][:, 1:].reshape(-1, self.obs_dim)[steps]
-        act, rew = b["actions"].reshape(-1, self.act_dim)[steps], b["rewards"].reshape(-1)[steps]
-        term = b["terminals"].reshape(-1)[steps]
-        lengths = k
-        if self.config.emit == "full":
-            off, N = ds.episode_offsets, len(ds)
-            pre = (off[b["source_episode"]], b["source_step"])
-            suf = (off[b["target_episode"]] + b["target_step"],
-                   off[b["target_episode"] + 1] - off[b["target_episode"]] - b["target_step"])
-            bridge_start = N + np.concatenate([[0], np.cumsum(k)[:-1]])
-            starts = np.stack([pre[0], bridge_start, suf[0]], 1).reshape(-1)
-            lens = np.stack([pre[1], k, suf[1]], 1).reshape(-1)
-            rows = _ragged(starts, lens)
-
-            def full(original, generated):
-                return np.concatenate([np.asarray(original), generated])[rows]
-
-            obs, nxt = full(ds.observations, obs), full(ds.next_observations, nxt)
-            act, rew, term = full(ds.actions, act), full(ds.rewards, rew), full(ds.terminals, term)
-            lengths = pre[1] + k + suf[1]
-        return self.trajectories(ds, observations=obs, actions=act, rewards=rew, next_observations=nxt,
-                                 lengths=lengths, source_episode=b["source_episode"], source_step=b["source_step"],
-                                 target_episode=b["target_episode"], target_step=b["target_step"], terminals=term)
+        return assemble_stitches(self, self.data, {key: np.concatenate([p[key] for p in parts]) for key in parts[0]},
+                                 self.config.emit)
 
     def provenance(self) -> dict:
         return {**super().provenance(), "diffstitch": getattr(self, "stats", {})}

@@ -1,0 +1,168 @@
+"""ASTRO the augmenter (methods/astro/astro.py): stitches whose states are the dynamics model's rollout of the
+planned actions, joined to their targets; qualification reasons; the ablation switches; a run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from methods import AUGMENTERS
+from methods.astro.astro import REASONS, discounted_rtg
+
+AS = AUGMENTERS.get("astro")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def toy(toy_task1):
+    return toy_task1
+
+
+# ASTRO's own choices (the DiT dynamics, conditioning feedback), every stitch accepted unless a test says
+BASE = {"preset": "cpu-smoke", "dynamics": "dit", "feedback": "condition", "prefer": "return", "reach_tol": 1e9,
+        "delta": 1e9}
+
+
+@pytest.fixture(scope="module")
+def fitted(toy, one_torch_thread):
+    aug = AS(AS.resolve_config(BASE), seed=0)
+    aug.fit(toy)
+    return aug
+
+
+def sampler(aug, **sample):
+    """The fitted augmenter with other sampling fields (as the harness does: the fit is reused)."""
+    other = AS(AS.resolve_config({**BASE, **sample}), seed=0)
+    other.load_fitted(aug.data, aug.fitted_state())
+    other.begin_sampling(1)
+    other._prepare()
+    return other
+
+
+def test_discounted_return_to_go_known_answer():
+    rtg = discounted_rtg(np.array([1.0, 1.0, 1.0, 2.0, 0.0]), np.array([0, 3, 5]), 0.5)
+    np.testing.assert_allclose(rtg, [1.75, 1.5, 1.0, 2.0, 0.0])
+
+
+def test_stitches_start_at_the_source_end_at_the_target_and_follow_the_model(fitted, toy):
+    aug = sampler(fitted)
+    b = aug.stitch_batch()
+    assert b["n"] > 0
+    n, k = b["n"], b["k"]
+    rows = torch.arange(n)
+    obs = torch.as_tensor(toy.observations)
+    off = toy.episode_offsets
+    src = torch.as_tensor(off[b["source_episode"]] + b["source_step"])
+    tgt = torch.as_tensor(off[b["target_episode"]] + b["target_step"])
+    assert torch.equal(b["states"][:, 0], obs[src])
+    assert torch.equal(b["states"][rows, k], obs[tgt])  # join "target"
+    assert (b["source_episode"] != b["target_episode"]).all()  # other trajectories only
+    # the states before the join are the dynamics model's rollout of the actions (planned, not inferred)
+    again = sampler(fitted, join="reached")
+    c = again.stitch_batch()
+    assert (c["states"][rows, k] != obs[tgt]).any()
+    assert set(int(r) for r in b["reason"]) <= set(range(-1, len(REASONS)))
+
+
+@pytest.fixture(scope="module")
+def fitted_ensemble(toy, one_torch_thread):
+    """The cpu-smoke preset as it is: the ensemble dynamics (deterministic rollouts), both feedbacks."""
+    aug = AS(AS.resolve_config({"preset": "cpu-smoke"}), seed=0)
+    aug.fit(toy)
+    return aug
+
+
+def test_planned_states_are_the_model_rollout_and_inverse_actions_are_not(fitted_ensemble):
+    def stitches(**sample):
+        aug = AS(AS.resolve_config({"preset": "cpu-smoke", "join": "reached", "qualify": False, **sample}), seed=0)
+        aug.load_fitted(fitted_ensemble.data, fitted_ensemble.fitted_state())
+        aug.begin_sampling(1)
+        aug._prepare()
+        b = aug.stitch_batch()
+        again = aug.dynamics.rollout(b["states"][:, 0], b["actions"], torch.Generator().manual_seed(0))
+        valid = torch.arange(aug.config.horizon)[None] < b["k"][:, None]
+        gap = ((again - b["states"][:, 1:]).abs() / aug.step_scale).amax(-1)[valid]
+        return aug, b, gap
+
+    _, _, gap = stitches()
+    assert float(gap.max()) < 1e-4  # states and actions agree by construction (in the model)
+    inv, b, gap = stitches(actions="inverse")
+    assert float(gap.mean()) > 1e-2  # inferred actions do not reproduce the forced state path
+    rows = torch.arange(b["n"])
+    goal = torch.as_tensor(inv.data.observations)[torch.as_tensor(inv.data.episode_offsets[b["target_episode"]]
+                                                                 + b["target_step"])]
+    assert torch.allclose(b["states"][rows, b["k"]], goal, atol=1e-4)  # ... which ends at the target
+
+
+def test_ablation_switches_change_what_they_name(fitted):
+    base = sampler(fitted).stitch_batch()
+    for metric in ("euclidean", "random"):
+        b = sampler(fitted, target_metric=metric, d_min=0.0, d_max=1e9).stitch_batch()
+        assert b["n"] > 0
+    off = sampler(fitted, feedback="off").stitch_batch()
+    assert off["history"] == [] and len(base["history"]) == fitted.config.diffusion_steps
+    fixed = sampler(fitted, fixed_length=5).stitch_batch()
+    assert (fixed["k"] == 5).all()
+    strict = sampler(fitted, reach_tol=1e-6, delta=1e9).stitch_batch()
+    assert (strict["reason"] == REASONS.index("reach")).all()
+    loose = sampler(fitted, reach_tol=1e-6, qualify=False).stitch_batch()
+    assert (loose["reason"] == -1).all()
+    window = sampler(fitted, d_min=1e8, d_max=1e9).stitch_batch()
+    assert window["n"] == 0 and window["no_target"] == window["sources"]
+
+
+def test_generate_counts_every_reason_and_writes_trajectories(fitted, toy):
+    aug = sampler(fitted)  # cpu-smoke accepts any reach and model error: a 40-step model's stitches
+    out = aug.generate()
+    st = aug.stats
+    assert st["attempts"] == st["accepted"] + sum(st[r] for r in REASONS)
+    assert st["accepted"] > 0 and out is not None and out.meta.kind == "trajectories"
+    assert len(out) == st["transitions"] == sum(int(k) * int(v) for k, v in st["step_counts"].items())
+    assert st["reach_mean_accepted"] >= 0
+    assert len(st["reach_by_denoising_step"]) == aug.config.diffusion_steps
+    full = sampler(fitted, emit="full", budget=20, max_iterations=1)
+    assert full.generate() is not None
+
+
+def test_generation_is_deterministic(fitted):
+    a, b = sampler(fitted).stitch_batch(), sampler(fitted).stitch_batch()
+    assert torch.equal(a["states"], b["states"]) and torch.equal(a["actions"], b["actions"])
+
+
+def test_bad_configs_are_refused_in_one_line():
+    from bench.errors import BenchError
+
+    for bad, words in [({"feedback": "guidance", "dynamics": "dit"}, "differentiable"), ({"target_metric": "bfs"}, "target_metric"),
+                       ({"fixed_length": 99}, "horizon"), ({"d_min": 50.0, "d_max": 10.0}, "d_min"),
+                       ({"elites": 9}, "elites")]:
+        with pytest.raises(BenchError, match=words):
+            AS.resolve_config({"preset": "cpu-smoke", **bad})
+    AS.resolve_config({"preset": "cpu-smoke", "feedback": "guidance", "dynamics": "ensemble"})
+
+
+def test_ensemble_dynamics_with_guidance_feedback(fitted_ensemble):
+    aug = fitted_ensemble
+    aug.begin_sampling(0)
+    aug._prepare()
+    b = aug.stitch_batch()
+    assert b["n"] > 0 and aug.checker is aug.dynamics.ensemble
+    assert np.isfinite(b["reach"].numpy()).all()
+
+
+def test_astro_end_to_end_through_bench_run(toy_file, results):
+    from tests.test_cli import bench
+
+    env = {"AUGBENCH_CACHE": str(toy_file.parent.parent)}
+    res = bench("run", "--dataset", "toy-maze", "--task", "1", "--algo", "iql", "--augmenter", "astro",
+                "--aug-config", '{"preset": "cpu-smoke"}', "--steps", "10", "--eval-episodes", "1",
+                "--device", "cpu:0", "--algo-config", '{"batch_size": 16}', env=env)
+    assert res.returncode == 0, res.stderr
+    result = json.loads(next(results.rglob("result.json")).read_text())
+    aug = result["augmentation"]
+    assert aug["kind"] == "trajectories" and aug["generated"] > 0
+    assert aug["dvr"]["segments_violating_share"] is not None
+    stats = aug["stats"]
+    assert stats["accepted"] > 0 and stats["attempts"] == stats["accepted"] + sum(stats[r] for r in REASONS)
