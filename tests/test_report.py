@@ -88,3 +88,12 @@ def test_dvr_section_known_answer(tmp_path):
     assert row["95% CI"] == "[27.03, 36.97]"  # 32 -+ t(0.975, 2) * 2 / sqrt(3)
     text = (tmp_path / "rep" / "index.md").read_text()
     assert "## Dynamics Violation Rate (true simulator)" in text and (tmp_path / "rep" / "dvr.png").exists()
+
+
+def test_plots_use_the_metric_range():
+    from bench.report.build import metric_range
+
+    assert metric_range([0.0, 0.0, 0.0]) == (0.0, 102.0)  # a study of zeros: flat at 0 on a 0-100 axis
+    assert metric_range([]) == (0.0, 102.0)
+    lo, hi = metric_range([-5.0, 110.0, float("nan")])  # D4RL scores may leave 0-100: widened, not clipped
+    assert lo < -5.0 and hi > 110.0

@@ -114,6 +114,17 @@ def published_vs_measured(ctx: Context) -> str:
             + "\n\n`inside_95ci`: the published mean lies inside the measured mean's 95% bootstrap interval.\n")
 
 
+def metric_range(values) -> tuple[float, float]:
+    """Axis limits on the metric's own scale: 0-100 (success rate in %, normalised score), widened only where a
+    value lies outside (a D4RL normalised score can exceed 100 or fall below 0), so that a study of zeros shows
+    flat lines at 0 rather than an axis autoscaled to +-0.04."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    lo, hi = (min(0.0, float(v.min())), max(100.0, float(v.max()))) if len(v) else (0.0, 100.0)
+    pad = 0.02 * (hi - lo)
+    return lo - (pad if lo < 0 else 0.0), hi + pad
+
+
 def plots(ctx: Context) -> str:
     import matplotlib
 
@@ -129,6 +140,7 @@ def plots(ctx: Context) -> str:
     g = sns.catplot(data=done, x="dataset", y=METRIC, hue="augmenter_label", col="algo", kind="bar",
                     errorbar=("ci", 95), height=3.2, aspect=1.2, sharey=True)
     g.set_axis_labels("", "score (mean of last 3 evaluations)")
+    g.set(ylim=metric_range(done[METRIC]))
     g.set_xticklabels(rotation=20, ha="right")
     links.append(("Scores per dataset (95% CI over seeds)", _save_fig(ctx, g.figure, "scores")))
 
@@ -140,6 +152,7 @@ def plots(ctx: Context) -> str:
     ax.errorbar(pts, range(len(keys)), xerr=err, fmt="o", color=sns.color_palette("colorblind")[0], capsize=3)
     ax.set_yticks(range(len(keys)), [k.replace("|", " / ") for k in keys])
     ax.set_xlabel("IQM (95% stratified bootstrap CI)")
+    ax.set_xlim(*metric_range(np.concatenate([pts, [iqm[k].low for k in keys], [iqm[k].high for k in keys]])))
     links.append(("IQM per algo and augmenter", _save_fig(ctx, fig, "iqm")))
 
     if not ctx.curves.empty:
@@ -147,10 +160,11 @@ def plots(ctx: Context) -> str:
         g = sns.relplot(data=cur, x="step", y="score", hue="augmenter_label", col="algo", kind="line",
                         errorbar=("ci", 95), height=3, aspect=1.2)
         g.set_axis_labels("gradient steps", "score")
+        g.set(ylim=metric_range(cur["score"]))
         links.append(("Learning curves", _save_fig(ctx, g.figure, "curves")))
 
     allv = np.concatenate([m.to_numpy().ravel() for m in mats.values()])
-    taus = np.linspace(min(0.0, allv.min()), max(allv.max(), 1.0), 41)
+    taus = np.linspace(*metric_range(allv), 41)
     prof = stats.performance_profile({f"{a}|{b}": m.to_numpy() for (a, b), m in mats.items()}, taus)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for i, (k, (p, ci)) in enumerate(sorted(prof.items())):

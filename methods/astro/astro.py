@@ -418,7 +418,7 @@ class Astro(Augmenter):
         order = np.argsort(self.rtg, kind="stable")
         n_src = max(1, round(c.source_fraction * len(ds)))
         self.src_rows = torch.as_tensor(order[-n_src:], device=dev)
-        self.obs = torch.as_tensor(np.asarray(ds.observations, np.float32), device=dev)
+        self.obs = torch.tensor(np.asarray(ds.observations, np.float32), device=dev)
         self.emb = self.tdr.embed(self.obs)
         self.rtg_t = torch.as_tensor(self.rtg, device=dev)
         self.ep_t = torch.as_tensor(self.row_ep, device=dev)
