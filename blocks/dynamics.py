@@ -50,12 +50,11 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from blocks.nn import EnsembleLinear, EnsembleMLP
+from blocks.nn import EnsembleLinear, EnsembleMLP, float_tensor
 from blocks.normalize import ZScore
 
 _ACTIVATIONS = ("swish", "silu", "relu", "gelu")
@@ -133,13 +132,6 @@ def holdout_size(n: int, cfg: EnsembleConfig) -> int:
     return min(int(n * cfg.holdout_ratio) + 1, cfg.holdout_max)
 
 
-def _tensor(a, device) -> torch.Tensor:
-    if isinstance(a, torch.Tensor):
-        return a.to(device=device, dtype=torch.float32)
-    a = np.asarray(a, dtype=np.float32)
-    return torch.as_tensor(a if a.flags.writeable else a.copy(), device=device)  # memory-mapped data: a copy
-
-
 def soft_clamp(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     x = high - F.softplus(high - x)
     return low + F.softplus(x - low)
@@ -185,7 +177,7 @@ class GaussianEnsemble(nn.Module):
 
     # -- the network ------------------------------------------------------------------------------------------
     def _inputs(self, obs, act) -> torch.Tensor:
-        x = torch.cat([_tensor(obs, self.device), _tensor(act, self.device)], dim=-1)
+        x = torch.cat([float_tensor(obs, self.device), float_tensor(act, self.device)], dim=-1)
         return x if self.input_norm is None else self.input_norm.transform(x)
 
     def _net(self, x: torch.Tensor, members: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,8 +208,8 @@ class GaussianEnsemble(nn.Module):
         Returns {"epochs", "holdout_mse" (best per member), "elites", "train_size", "holdout_size"}."""
         cfg = self.cfg
         self.to(device)
-        obs, act = _tensor(obs, self.device), _tensor(act, self.device)
-        next_obs, rewards = _tensor(next_obs, self.device), _tensor(rewards, self.device).reshape(-1, 1)
+        obs, act = float_tensor(obs, self.device), float_tensor(act, self.device)
+        next_obs, rewards = float_tensor(next_obs, self.device), float_tensor(rewards, self.device).reshape(-1, 1)
         n = obs.shape[0]
         if not (act.shape[0] == next_obs.shape[0] == rewards.shape[0] == n):
             raise ValueError("GaussianEnsemble.fit: obs, act, next_obs and rewards need the same number of rows")
@@ -310,8 +302,8 @@ class GaussianEnsemble(nn.Module):
     @torch.no_grad()
     def _chunks(self, obs, act, members: list[int]):
         """Yields (obs chunk, mean, logstd) with mean/logstd (len(members), b, obs_dim + 1), rows in order."""
-        obs = _tensor(obs, self.device)
-        act = _tensor(act, self.device)
+        obs = float_tensor(obs, self.device)
+        act = float_tensor(act, self.device)
         for start in range(0, obs.shape[0], self.cfg.chunk):
             o = obs[start:start + self.cfg.chunk]
             yield (o, *self._net(self._inputs(o, act[start:start + self.cfg.chunk]), members))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -109,3 +110,11 @@ def seeded_init(generator: torch.Generator):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(2 ** 31, (1,), generator=generator, device=generator.device)))
         yield
+
+
+def float_tensor(a, device) -> torch.Tensor:
+    """A float32 tensor on `device` from a tensor or an array (a read-only memory-mapped array is copied first)."""
+    if isinstance(a, torch.Tensor):
+        return a.to(device=device, dtype=torch.float32)
+    a = np.asarray(a, dtype=np.float32)
+    return torch.as_tensor(a if a.flags.writeable else a.copy(), device=device)

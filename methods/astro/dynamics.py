@@ -77,6 +77,7 @@ import torch
 from blocks.backbones import SequenceDiT
 from blocks.diffusion import DDPMConfig, DDPMSchedule, ddpm_loss, ddpm_sample
 from blocks.dynamics import EnsembleConfig, GaussianEnsemble
+from blocks.nn import float_tensor
 from blocks.normalize import ZScore
 
 KINDS = ("dit", "ensemble")
@@ -185,13 +186,6 @@ def _on(generator: torch.Generator, device: torch.device) -> torch.Generator:
     return torch.Generator(device).manual_seed(_seed(generator))
 
 
-def _tensor(a, device) -> torch.Tensor:
-    if isinstance(a, torch.Tensor):
-        return a.to(device=device, dtype=torch.float32)
-    a = np.asarray(a, dtype=np.float32)
-    return torch.as_tensor(a if a.flags.writeable else a.copy(), device=device)  # memory-mapped data: a copy
-
-
 class DynamicsModel:
     """ASTRO's forward model: `fit` on a canonical Dataset, then `rollout(s0, actions, generator)`."""
 
@@ -270,8 +264,8 @@ class DynamicsModel:
         self._to(device)
         dev, L = self.device, cfg.horizon
         gen = _on(generator, dev)
-        obs_t, nxt_t = _tensor(obs, dev), _tensor(nxt, dev)
-        obs_z, act_z = self.obs_norm.transform(obs_t), self.act_norm.transform(_tensor(act, dev))
+        obs_t, nxt_t = float_tensor(obs, dev), float_tensor(nxt, dev)
+        obs_z, act_z = self.obs_norm.transform(obs_t), self.act_norm.transform(float_tensor(act, dev))
         max_len = torch.as_tensor(np.minimum(left_np, L), device=dev)
         offsets = torch.arange(L, device=dev)
         ddpm = cfg.ddpm()
@@ -309,7 +303,7 @@ class DynamicsModel:
 
     # -- rollouts ---------------------------------------------------------------------------------------------
     def _inputs(self, s0, actions) -> tuple[torch.Tensor, torch.Tensor]:
-        s0, actions = _tensor(s0, self.device), _tensor(actions, self.device)
+        s0, actions = float_tensor(s0, self.device), float_tensor(actions, self.device)
         if s0.dim() != 2 or s0.shape[1] != self.obs_dim:
             raise ValueError(f"DynamicsModel: s0 must be (B, {self.obs_dim}), got {tuple(s0.shape)}")
         if actions.dim() != 3 or actions.shape[0] != s0.shape[0] or actions.shape[2] != self.act_dim:

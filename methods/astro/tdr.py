@@ -57,7 +57,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from blocks.nn import EnsembleLayerNorm, EnsembleMLP
+from blocks.nn import EnsembleLayerNorm, EnsembleMLP, float_tensor
 from blocks.normalize import ZScore
 
 _ACTIVATIONS = ("gelu", "relu", "swish", "silu")
@@ -185,13 +185,6 @@ def sample_goal_indices(idx: torch.Tensor, last: torch.Tensor, n_rows: int, cfg:
     return torch.where(u < cfg.p_current_goal, idx, goal)
 
 
-def _tensor(a, device) -> torch.Tensor:
-    if isinstance(a, torch.Tensor):
-        return a.to(device=device, dtype=torch.float32)
-    a = np.asarray(a, dtype=np.float32)
-    return torch.as_tensor(a if a.flags.writeable else a.copy(), device=device)  # memory-mapped data: a copy
-
-
 class TDR:
     """GAS's temporal distance representation: `fit` on a canonical Dataset, then `embed` / `distance` / `value`."""
 
@@ -245,8 +238,8 @@ class TDR:
         self.net.to(device)
         self.target.to(device)
         self.input_norm = ZScore.fit(obs_np) if cfg.normalize_inputs else None
-        obs = self._inputs(_tensor(obs_np, device))
-        nxt = self._inputs(_tensor(np.asarray(dataset.next_observations, np.float32).reshape(n, -1), device))
+        obs = self._inputs(float_tensor(obs_np, device))
+        nxt = self._inputs(float_tensor(np.asarray(dataset.next_observations, np.float32).reshape(n, -1), device))
         gdev = generator.device
         last = torch.as_tensor(episode_last_rows(dataset.episode_offsets), device=gdev)
         if last.shape[0] != n:
@@ -299,7 +292,7 @@ class TDR:
         if head is not None and not (isinstance(head, int) and not isinstance(head, bool)
                                      and 0 <= head < self.cfg.heads):
             raise ValueError(f"TDR: head must be None or an int in [0, {self.cfg.heads}), got {head!r}")
-        x = _tensor(obs, self.device)
+        x = float_tensor(obs, self.device)
         x = x.reshape(x.shape[0], -1)
         if x.shape[1] != self.obs_dim:
             raise ValueError(f"TDR: observations have {x.shape[1]} values, the TDR was fit on {self.obs_dim}")
