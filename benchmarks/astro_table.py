@@ -80,9 +80,9 @@ def coverage(ds, generated_xy: list[np.ndarray], maze, bins_per_cell: int = 4) -
     fine = np.kron(m == 0, np.ones((bins_per_cell, bins_per_cell), bool))
 
     def visited(xy):
-        # xy -> (i, j) as the env's xy_to_ij, at the fine resolution
-        j = np.floor((xy[:, 0] + maze._offset_x) / unit * bins_per_cell).astype(int)
-        i = np.floor((xy[:, 1] + maze._offset_y) / unit * bins_per_cell).astype(int)
+        # xy -> (i, j) as the env's xy_to_ij (cell centres at ij_to_xy), at the fine resolution
+        j = np.floor((xy[:, 0] + maze._offset_x + 0.5 * unit) / unit * bins_per_cell).astype(int)
+        i = np.floor((xy[:, 1] + maze._offset_y + 0.5 * unit) / unit * bins_per_cell).astype(int)
         ok = (i >= 0) & (i < fine.shape[0]) & (j >= 0) & (j < fine.shape[1])
         grid = np.zeros_like(fine)
         grid[i[ok], j[ok]] = True
@@ -120,7 +120,6 @@ def main() -> int:
     import ogbench.locomaze  # noqa: F401
     from bench import data, dvr
     from bench.augment import _fitted, log_progress
-    from bench.data.show import _draw_maze
     from methods import AUGMENTERS
     from methods.astro.astro import REASONS as A_REASONS
     from methods.astro.dynamics import rollout_error
@@ -185,8 +184,21 @@ def main() -> int:
     cov_all = coverage(ds, [stitch_xy(r[3], False) for r in results], maze)
 
     unit, m = maze._maze_unit, np.asarray(maze.maze_map)
-    extent = (-maze._offset_x - unit / 2 + unit / 2, m.shape[1] * unit - maze._offset_x,
-              -maze._offset_y, m.shape[0] * unit - maze._offset_y)
+    extent = (-maze._offset_x - unit / 2, (m.shape[1] - 0.5) * unit - maze._offset_x,
+              -maze._offset_y - unit / 2, (m.shape[0] - 0.5) * unit - maze._offset_y)
+
+    def walls(ax, colour):
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                if m[i, j] == 1:
+                    x, y = maze.ij_to_xy((i, j))
+                    ax.add_patch(plt.Rectangle((x - unit / 2, y - unit / 2), unit, unit, color=colour, lw=0))
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+
     show = [("original data", np.asarray(ds.observations)[:, :2])] + \
         [(r[0] + " (all stitches)", stitch_xy(r[3], False)) for r in (results[0], results[-1])]
     f, axes = plt.subplots(1, len(show), figsize=(5 * len(show), 4.2))
@@ -194,14 +206,8 @@ def main() -> int:
         h, xe, ye = np.histogram2d(xy[:, 0], xy[:, 1], bins=(m.shape[1] * 8, m.shape[0] * 8),
                                    range=((extent[0], extent[1]), (extent[2], extent[3])))
         ax.imshow(np.log1p(h.T), origin="lower", extent=(xe[0], xe[-1], ye[0], ye[-1]), cmap="magma")
-        for i in range(m.shape[0]):
-            for j in range(m.shape[1]):
-                if m[i, j] == 1:
-                    x, y = maze.ij_to_xy((i, j))
-                    ax.add_patch(plt.Rectangle((x - unit / 2, y - unit / 2), unit, unit, color="0.6", lw=0))
-        ax.set_title(f"{title}: {len(xy):,} states", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        walls(ax, "0.6")
+        ax.set_title(f"{title}: {len(xy):,} states (log density)", fontsize=9)
     heat = args.out.with_name(args.out.stem + "-coverage.png")
     f.savefig(heat, dpi=120, bbox_inches="tight")
     plt.close(f)
@@ -210,13 +216,7 @@ def main() -> int:
     f, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.6))
     rng = np.random.default_rng(0)
     for ax, (label, _, _, b) in zip(np.atleast_1d(axes), panels):
-        plt.sca(ax)
-        sub = _draw_maze(ds, plt, 0, 0)
-        src = sub.axes[0]
-        for patch in list(src.patches):
-            patch.remove()
-            ax.add_patch(patch)
-        plt.close(sub)
+        walls(ax, "0.25")
         if b:
             acc = b["reason"] == -1
             for mask, colour, name in [(~acc, "#d62728", "rejected"), (acc, "#2ca02c", "accepted")]:
@@ -226,9 +226,6 @@ def main() -> int:
                     ax.plot(xy[:, 0], xy[:, 1], color=colour, lw=1.1, alpha=0.8, label=name if j == 0 else None)
                     ax.plot(xy[0, 0], xy[0, 1], "o", color=colour, ms=2.5)
                     ax.plot(xy[-1, 0], xy[-1, 1], "s", color=colour, ms=2.5)
-        ax.set_xlim(extent[0], extent[1])
-        ax.set_ylim(extent[2], extent[3])
-        ax.set_aspect("equal")
         ax.set_title(f"{label}: stitches (o source, s target)", fontsize=9)
         ax.legend(loc="lower left", fontsize=7, frameon=False)
     pic = args.out.with_name(args.out.stem + "-stitches.png")

@@ -166,3 +166,42 @@ def test_astro_end_to_end_through_bench_run(toy_file, results):
     assert aug["dvr"]["segments_violating_share"] is not None
     stats = aug["stats"]
     assert stats["accepted"] > 0 and stats["attempts"] == stats["accepted"] + sum(stats[r] for r in REASONS)
+
+
+def test_an_interrupted_fit_resumes_to_the_same_model(toy, tmp_path, monkeypatch):
+    """Killed after the planner's last checkpoint (before its stage is saved as done): the resumed fit skips the
+    TDR and the dynamics model, resumes the planner, and ends with the uninterrupted fit's weights."""
+    from bench.augment import augment, fit_key, fitted_path
+
+    monkeypatch.setenv("AUGBENCH_CACHE", str(tmp_path))
+    cfg = AS.resolve_config({"preset": "cpu-smoke"})
+    reference = AS(cfg, seed=2)
+    reference.fit(toy)
+    planner_end = cfg.tdr_steps + cfg.dyn_train_steps + cfg.train_steps  # the ensemble dynamics: no checker fit
+
+    class Killed(Exception):
+        pass
+
+    def kill(done, total):
+        if done == planner_end:
+            raise Killed()
+
+    with pytest.raises(Killed):
+        augment(toy, "astro", cfg, seed=2, progress=kill)
+    model = fitted_path(fit_key(toy, "astro", cfg.to_dict(), 2, AS.sample_fields))
+    assert not model.exists() and model.with_suffix(".partial.pt").exists()
+    from methods.astro.dynamics import DynamicsModel
+    from methods.astro.tdr import TDR
+
+    def refit(*args, **kwargs):
+        raise AssertionError("a finished stage was fitted again")
+
+    monkeypatch.setattr(TDR, "fit", refit)
+    monkeypatch.setattr(DynamicsModel, "fit", refit)
+    augment(toy, "astro", cfg, seed=2)
+    state = torch.load(model, weights_only=False)
+    for part in ("planner", "inverse"):
+        ref = reference.fitted_state()[part]
+        got = state[part]
+        ref, got = (ref["net"], got["net"]) if part == "planner" else (ref, got)
+        assert all(torch.equal(ref[k], got[k]) for k in ref), part
