@@ -64,7 +64,8 @@ REASONS = ("no_target", "reach", "termination", "dynamics", "return")
 @dataclass
 class AstroConfig(AugmenterConfig):
     ranges = {
-        "tdr_latent": "[1, 4096]", "tdr_steps": "[0, 100000000]", "tdr_batch": "[1, 1048576]",
+        "tdr_hidden": "[1, 65536]", "tdr_latent": "[1, 4096]", "tdr_steps": "[0, 100000000]",
+        "tdr_batch": "[1, 1048576]",
         "tdr_expectile": "(0, 1)", "tdr_lr": "(0, 1]", "tdr_tau": "(0, 1]", "horizon": "[2, 1000]",
         "min_length": "[1, 1000]", "width": "[2, 8192]", "depth": "[1, 64]", "heads": "[1, 64]",
         "diffusion_steps": "[1, 10000]", "train_steps": "[0, 100000000]", "batch_size": "[1, 1048576]",
