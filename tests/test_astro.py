@@ -1,9 +1,9 @@
 """ASTRO the augmenter (methods/astro/astro.py): stitches whose states are the dynamics model's rollout of the
-planned actions, joined to their targets; qualification reasons; the ablation switches; a run."""
+planned actions, joined to their targets; qualification reasons; the ablation switches; resuming a fit (a run:
+test_contracts)."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -150,22 +150,6 @@ def test_ensemble_dynamics_with_guidance_feedback(fitted_ensemble):
     b = aug.stitch_batch()
     assert b["n"] > 0 and aug.checker is aug.dynamics.ensemble
     assert np.isfinite(b["reach"].numpy()).all()
-
-
-def test_astro_end_to_end_through_bench_run(toy_file, results):
-    from tests.test_cli import bench
-
-    env = {"AUGBENCH_CACHE": str(toy_file.parent.parent)}
-    res = bench("run", "--dataset", "toy-maze", "--task", "1", "--algo", "iql", "--augmenter", "astro",
-                "--aug-config", '{"preset": "cpu-smoke"}', "--steps", "10", "--eval-episodes", "1",
-                "--device", "cpu:0", "--algo-config", '{"batch_size": 16}', env=env)
-    assert res.returncode == 0, res.stderr
-    result = json.loads(next(results.rglob("result.json")).read_text())
-    aug = result["augmentation"]
-    assert aug["kind"] == "trajectories" and aug["generated"] > 0
-    assert aug["dvr"]["segments_violating_share"] is not None
-    stats = aug["stats"]
-    assert stats["accepted"] > 0 and stats["attempts"] == stats["accepted"] + sum(stats[r] for r in REASONS)
 
 
 def test_an_interrupted_fit_resumes_to_the_same_model(toy, tmp_path, monkeypatch):

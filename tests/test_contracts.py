@@ -237,3 +237,30 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_to_the_same_model(toy, t
     np.testing.assert_array_equal(torch.load(model, weights_only=False)["mu"], reference.mu)
     np.testing.assert_allclose(generated.observations[0], reference.mu.astype(np.float32))
     assert not model.with_suffix(".partial.pt").exists()
+
+
+def _rejection_reasons(name: str):
+    import importlib
+
+    return getattr(importlib.import_module(AUGMENTERS.get(name).__module__), "REASONS", None)
+
+
+@pytest.mark.parametrize("name", [n for n in AUGMENTERS.names() if _rejection_reasons(n)])
+def test_stitching_augmenter_end_to_end_through_bench_run(name, toy_file, results):
+    """A `bench run` with each augmenter that qualifies its stitches (its module names the rejection REASONS):
+    stitches with their DVR and the acceptance record (every attempt accepted or rejected for one counted
+    reason) in result.json."""
+    from tests.test_cli import bench
+
+    reasons = _rejection_reasons(name)
+    env = {"AUGBENCH_CACHE": str(toy_file.parent.parent)}
+    res = bench("run", "--dataset", "toy-maze", "--task", "1", "--algo", "iql", "--augmenter", name,
+                "--aug-config", '{"preset": "cpu-smoke"}', "--steps", "10", "--eval-episodes", "1",
+                "--device", "cpu:0", "--algo-config", '{"batch_size": 16}', env=env)
+    assert res.returncode == 0, res.stderr
+    result = json.loads(next(results.rglob("result.json")).read_text())
+    aug = result["augmentation"]
+    assert aug["kind"] == "trajectories" and aug["generated"] > 0
+    assert aug["dvr"]["segments_violating_share"] is not None
+    stats = aug["stats"]
+    assert stats["accepted"] > 0 and stats["attempts"] == stats["accepted"] + sum(stats[r] for r in reasons)

@@ -1,9 +1,9 @@
 """DiffStitch: step estimation, inpainting of the stitch's ends, qualification, pair selection, the ablation
-switches, the authors' return-lookup quirk, exact maze rewards, the full-trajectory output, a run."""
+switches, the authors' return-lookup quirk, exact maze rewards, the full-trajectory output (a
+run: test_contracts)."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -276,22 +276,6 @@ def test_bad_configs_are_refused_in_one_line():
                        ({"elites": 9}, "elites")]:
         with pytest.raises(BenchError, match=words):
             DS.resolve_config({"preset": "cpu-smoke", **bad})
-
-
-def test_diffstitch_end_to_end_through_bench_run(toy_file, results):
-    from tests.test_cli import bench
-
-    env = {"AUGBENCH_CACHE": str(toy_file.parent.parent)}
-    res = bench("run", "--dataset", "toy-maze", "--task", "1", "--algo", "iql", "--augmenter", "diffstitch",
-                "--aug-config", '{"preset": "cpu-smoke"}', "--steps", "10", "--eval-episodes", "1",
-                "--device", "cpu:0", "--algo-config", '{"batch_size": 16}', env=env)
-    assert res.returncode == 0, res.stderr
-    result = json.loads(next(results.rglob("result.json")).read_text())
-    aug = result["augmentation"]
-    assert aug["kind"] == "trajectories" and aug["generated"] > 0
-    assert aug["dvr"]["segments_violating_share"] is not None
-    stats = aug["stats"]  # the acceptance record travels into result.json
-    assert stats["accepted"] > 0 and stats["attempts"] == stats["accepted"] + sum(stats[r] for r in REASONS)
 
 
 def test_minmax_normaliser_known_answer_and_the_limits_option(toy):
