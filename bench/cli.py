@@ -407,6 +407,10 @@ def sweep_cmd(
         except KeyboardInterrupt:
             prog.stop()
             _say_what_is_left(study, todo, file, kind)
+            if kind == "local":  # the workers are killed; leave now, not after the interpreter's exit hooks join
+                sys.stdout.flush()  # the process pool's threads (every result file is written atomically)
+                sys.stderr.flush()
+                os._exit(130)
             raise typer.Exit(130) from None
     elsewhere = f", {res['elsewhere']} running elsewhere (left to that process)" if res.get("elsewhere") else ""
     if res.get("reattached"):

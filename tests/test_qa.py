@@ -264,12 +264,12 @@ def _workers_of(pid: int) -> list[int]:
     return workers_of(pid)
 
 
-def _start_sweep(tmp_path, results):
+def _start_sweep(tmp_path, results, study_text: str = KILL_STUDY):
     import subprocess
     import sys
     import time
 
-    study = write(tmp_path, KILL_STUDY, name="kills.yaml")
+    study = write(tmp_path, study_text, name="kills.yaml")
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(study)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
@@ -366,7 +366,9 @@ def test_ctrl_c_stops_a_sweep_within_seconds_and_says_what_is_left(tmp_path, toy
     import signal
     import time
 
-    proc, workers = _start_sweep(tmp_path, results)
+    # runs long enough that none can finish before the signal, however slowly this test process is scheduled
+    # (with 400 steps a busy machine let all 3 finish first: an inconclusive run, not a stop)
+    proc, workers = _start_sweep(tmp_path, results, KILL_STUDY.replace("steps: 400,", "steps: 20000,"))
     t0 = time.time()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)

@@ -173,7 +173,7 @@ def _was_under_way(r: PlannedRun, root: str, started: float) -> bool:
 def _stop(pool: ProcessPoolExecutor) -> None:
     """Ctrl-C: stop now, not after the runs under way (they resume from their checkpoints next time)."""
     procs = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in procs:
+    for proc in procs:  # killed before the shutdown, so the pool's manager thread never waits on a busy worker
         with contextlib.suppress(Exception):
             proc.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
