@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   toy maze: generate, draw, train IQL, run the toy smoke sweep, report it (prints where outputs are)
+#   make demo   toy arena: generate, draw, every augmenter x IQL x 2 seeds, report (main and DVR tables printed)
 #   make test   run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -17,13 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/bench data make toy-maze
-	$(VENV)/bin/bench data show toy-maze --task 1
-	$(VENV)/bin/bench run --dataset toy-maze --task 1 --algo iql --augmenter none --seed 0 \
-	    --steps 3000 --eval-every 1000 --eval-episodes 10
-	$(VENV)/bin/bench sweep sweeps/toy-smoke.yaml
-	$(VENV)/bin/bench collect sweeps/toy-smoke.yaml
-	$(VENV)/bin/bench report sweeps/toy-smoke.yaml --out reports/toy-smoke
+	$(VENV)/bin/bench data make toy-arena
+	$(VENV)/bin/bench data show toy-arena --task 1
+	$(VENV)/bin/bench sweep sweeps/demo.yaml
+	$(VENV)/bin/bench report sweeps/demo.yaml --out reports/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -q -rs tests

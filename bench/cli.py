@@ -493,13 +493,35 @@ def collect_cmd(file: Path = typer.Argument(..., help="Study file.")):
 def report_cmd(
     source: Path = typer.Argument(..., help="A study file (collected first) or a collected results .parquet."),
     out_dir: Path = typer.Option(..., "--out", help="Report folder, e.g. reports/NAME/."),
+    show: bool = typer.Option(True, "--show/--no-show", help="Print the main table and the DVR table here."),
 ):
     """Tables (markdown, LaTeX), statistics, published vs measured and plots for a study's results."""
     from bench.report.build import build_report, load
 
     frame, curves, name = load(source)
     index = build_report(frame, curves, out_dir, name)
+    if show:
+        _show_tables(out_dir)
     out.print(f"report: {index}", highlight=False, soft_wrap=True)
+
+
+def _show_tables(out_dir: Path) -> None:
+    """The report's main table and its DVR table, in the terminal (as the report has them)."""
+    import pandas as pd
+
+    main = out_dir / "table.md"
+    if main.exists():
+        out.print(main.read_text().strip(), highlight=False, soft_wrap=True, markup=False)
+    dvr = out_dir / "dvr.csv"
+    if dvr.exists():
+        frame = pd.read_csv(dvr)
+        table = Table(title="Dynamics Violation Rate (true simulator)", title_justify="left")
+        cols = [c for c in ("dataset", "augmenter", "DVR %", "95% CI", "aug. seeds", "rows checked") if c in frame]
+        for c in cols:
+            table.add_column(c, justify="right" if c not in ("dataset", "augmenter") else "left")
+        for _, row in frame[cols].iterrows():
+            table.add_row(*[f"{v:.3g}" if isinstance(v, float) else str(v) for v in row])
+        out.print(table)
 
 
 def main() -> None:

@@ -156,7 +156,7 @@ def main() -> int:
     t_all = time.time()
     data.ensure(args.dataset, say=print)
     ds = data.load(args.dataset, args.task)
-    maze = gymnasium.make(ds.meta.simulator.env_id).unwrapped
+    maze = gymnasium.make(ds.meta.simulator.env_id, **ds.meta.simulator.env_kwargs).unwrapped
     A = AUGMENTERS.get("astro")
     base_cfg = {"preset": args.preset, **json.loads(args.aug_config)}
     t0 = time.perf_counter()

@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     data.ensure(args.dataset, say=print)
     ds = data.load(args.dataset, args.task)
-    env = gymnasium.make(ds.meta.simulator.env_id).unwrapped
+    env = gymnasium.make(ds.meta.simulator.env_id, **ds.meta.simulator.env_kwargs).unwrapped
     maze_map = np.asarray(env.maze_map)
 
     cfg = TDRConfig(hidden=tuple(int(h) for h in args.hidden.split(",")), batch_size=args.batch_size,

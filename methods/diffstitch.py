@@ -228,7 +228,7 @@ def exact_reward_fn(dataset: Dataset):
 
     import ogbench.locomaze  # noqa: F401  (registers the maze envs)
 
-    env = gymnasium.make(meta.simulator.env_id)
+    env = gymnasium.make(meta.simulator.env_id, **meta.simulator.env_kwargs)
     try:
         maze = env.unwrapped
         info = maze.task_infos[meta.task - 1]

@@ -97,3 +97,35 @@ def test_navigate_draws_new_goals_and_stitch_stays():
     st_tail = st["observations"].reshape(10, -1, 2)[:, -60:]
     assert np.ptp(nav_tail, axis=1).max(axis=1).mean() > 4.0
     assert np.median(np.ptp(st_tail, axis=1).max(axis=1)) < 4.0
+
+
+def test_arena_toy_is_ogbench_arena_map_relabelled_by_ogbench_and_evaluated_there(tmp_path, monkeypatch):
+    """toy-arena: OGBench's open arena (maze_type='arena' in its point-maze env), singletask task 1 relabelled by
+    OGBench's own loader, and every env the harness makes (evaluation, DVR simulator) has the arena's map."""
+    from bench import data
+    from bench.dvr import simulator_for
+    from bench.errors import BenchError
+    from bench.evaluate import make_env
+
+    monkeypatch.setitem(data.TOY_PRESETS, "toy-arena", replace(data.TOY_PRESETS["toy-arena"], episodes=12))
+    data.make("toy-arena")
+    ds = data.load("toy-arena", 1)
+    assert ds.meta.simulator.env_kwargs == {"maze_type": "arena"}
+    env = make_env(ds.meta)
+    try:
+        maze = env.unwrapped
+        assert (np.asarray(maze.maze_map)[1:-1, 1:-1] == 0).all()  # open 6 x 6 room
+        goal = np.asarray(maze.task_infos[0]["goal_xy"])
+        tol = maze._goal_tol
+    finally:
+        env.close()
+    at_goal = np.linalg.norm(ds.qpos[:, :2] - goal, axis=1) <= tol
+    assert at_goal.any()
+    np.testing.assert_array_equal(ds.rewards, at_goal.astype(np.float32) - 1.0)  # OGBench: success - 1
+    np.testing.assert_array_equal(ds.terminals, at_goal)  # singletask masks mark the goal
+    sim = simulator_for(ds)
+    assert sim is not None and (np.asarray(sim.maze_map)[1:-1, 1:-1] == 0).all()
+    with pytest.raises(BenchError, match="has no such task"):
+        data.load("toy-arena", 2)
+    with pytest.raises(BenchError, match="vertex cells"):
+        pointmaze.MazeGenConfig(maze="arena", kind="navigate").check()

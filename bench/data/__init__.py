@@ -27,6 +27,8 @@ from bench.paths import cache_dir, ogbench_dir
 # Small named presets generated here; each is an OGBench-format file read by OGBench's loader.
 TOY_PRESETS: dict[str, pointmaze.MazeGenConfig] = {
     "toy-maze": pointmaze.MazeGenConfig(maze="medium", kind="stitch", episodes=300, episode_steps=201),
+    # The demo's toy: OGBench's open arena, 4-cell stitch segments, its one task 10 cells from start to goal.
+    "toy-arena": pointmaze.MazeGenConfig(maze="arena", kind="stitch", episodes=300, episode_steps=201),
 }
 
 
@@ -64,7 +66,8 @@ def load(name: str, task: int | None = None, split: str = "train") -> Dataset:
         path = file_for(name)
         if not path.exists():
             raise DatasetMissing(f"{path}: dataset '{name}' has not been generated yet; run `bench data make {name}`")
-        return load_ogbench(cfg.ogbench_name, task, path=path, display_name=name, split=split)
+        return load_ogbench(cfg.ogbench_name, task, path=path, display_name=name, split=split,
+                            env_kwargs=cfg.env_kwargs)
     if is_minari_name(name):
         if task is not None:
             raise ConfigError(f"'task': Minari dataset '{name}' has no tasks", "request", "task")

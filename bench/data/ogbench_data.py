@@ -125,6 +125,7 @@ def load_ogbench(
     display_name: str | None = None,
     split: str = "train",
     cache: bool = True,
+    env_kwargs: dict | None = None,
 ) -> Dataset:
     """Load `name` (any OGBench dataset name, goal-conditioned or singletask) from `path` or the OGBench dir.
 
@@ -137,11 +138,12 @@ def load_ogbench(
         raise DatasetMissing(missing_file_message(path, base))
     if split not in ("train", "val"):
         raise ConfigError(f"'split' must be train or val, got '{split}'", "request", "split")
+    env_kwargs = dict(env_kwargs or {})
     if not cache:
-        return _convert(base, task, path, display_name, split)
+        return _convert(base, task, path, display_name, split, env_kwargs)
     val = pointmaze.val_path(path)
     stamp = [str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns, task, split, display_name,
-             SCHEMA_VERSION] + [[q.stat().st_size, q.stat().st_mtime_ns] for q in (val, pointmaze.sidecar_path(path))
+             SCHEMA_VERSION, env_kwargs] + [[q.stat().st_size, q.stat().st_mtime_ns] for q in (val, pointmaze.sidecar_path(path))
                                 if q.exists()]  # a new manifest (an interrupted generation) misses the cache
     key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
     cached = cache_dir() / "canonical" / f"{path.stem}-{f'task{task}' if task else 'goals'}-{split}-{key}.npz"
@@ -150,12 +152,13 @@ def load_ogbench(
             return load(cached)
         except BenchError:
             pass  # a damaged cache entry is rebuilt from the source file
-    ds = _convert(base, task, path, display_name, split)
+    ds = _convert(base, task, path, display_name, split, env_kwargs)
     ds.save(cached)
     return ds
 
 
-def _convert(base: str, task: int | None, path: Path, display_name: str | None, split: str) -> Dataset:
+def _convert(base: str, task: int | None, path: Path, display_name: str | None, split: str,
+             env_kwargs: dict) -> Dataset:
     problem = pointmaze.check_set(path)
     if problem:
         raise BenchError(f"{path}: {problem}; regenerate the set with `bench data make {display_name or base} --force`")
@@ -171,13 +174,19 @@ def _convert(base: str, task: int | None, path: Path, display_name: str | None, 
         family = "-".join(base.split("-")[:-2])  # 'pointmaze-medium-stitch-v0' -> 'pointmaze-medium'
         prefix = f"{family}-singletask-task"
         tasks = sorted(int(k[len(prefix):].split("-")[0]) for k in gymnasium.registry if k.startswith(prefix))
+        if env_kwargs:  # another map in the same env (the arena): its own task list
+            import ogbench.locomaze  # noqa: F401
+
+            probe = gymnasium.make(f"{family}-singletask-v0", **env_kwargs)
+            tasks = list(range(1, probe.unwrapped.num_tasks + 1))
+            probe.close()
         if task not in tasks:
             known = ", ".join(map(str, tasks)) or "none"
             raise ConfigError(f"'task' = {task}: {base} has no such task (tasks: {known})", "request", "task")
     check_raw_file(path, need_state=True)
     check_raw_file(val, need_state=True)
     ensure_dir(cache_dir())
-    env, train_d, val_d = ogbench.make_env_and_datasets(full, dataset_path=str(path), add_info=True)
+    env, train_d, val_d = ogbench.make_env_and_datasets(full, dataset_path=str(path), add_info=True, **env_kwargs)
     d = train_d if split == "train" else val_d
     space = env.action_space
     spec = env.spec
@@ -199,7 +208,7 @@ def _convert(base: str, task: int | None, path: Path, display_name: str | None, 
         action_space=SpaceSpec(shape=tuple(space.shape), low=np.asarray(space.low, float).tolist(),
                                high=np.asarray(space.high, float).tolist()),
         simulator=SimulatorSpec(
-            kind="ogbench", env_id=spec.id, max_episode_steps=spec.max_episode_steps,
+            kind="ogbench", env_id=spec.id, max_episode_steps=spec.max_episode_steps, env_kwargs=env_kwargs,
             obs_to_state=("qpos=observations" if base.startswith("pointmaze") else
                           "qpos,qvel=observations" if base.startswith("antmaze") else None),
         ),

@@ -41,7 +41,10 @@ from bench.errors import BenchError, ConfigError
 from bench.io import ensure_dir, file_sha256, save_npz, stage_path, write_json
 from bench.paths import cache_dir
 
-MAZES = ("medium", "large", "giant")
+MAZES = ("arena", "medium", "large", "giant")
+# OGBench's maze class also has an 'arena' map (an open 6 x 6 room, one task: cell (1, 1) to (6, 6)) but registers
+# no point-maze env for it: the arena is OGBench's `pointmaze-medium-*` env made with `maze_type='arena'`, the
+# same simulator, task code and relabelling (OGBench ships no arena dataset; the toy `toy-arena` is made here).
 KINDS = ("navigate", "stitch")
 STITCH_CELLS = 4  # goal distance in BFS cells for `stitch` (OGBench's adj_steps)
 _NEIGHBOURS = ((-1, 0), (0, -1), (1, 0), (0, 1))  # the env's BFS neighbour order
@@ -51,7 +54,7 @@ _NEIGHBOURS = ((-1, 0), (0, -1), (1, 0), (0, 1))  # the env's BFS neighbour orde
 class MazeGenConfig:
     """One point-maze dataset.  Defaults are OGBench's pointmaze-medium-stitch-v0."""
 
-    maze: Literal["medium", "large", "giant"] = "medium"
+    maze: Literal["arena", "medium", "large", "giant"] = "medium"
     kind: Literal["navigate", "stitch"] = "stitch"
     episodes: int = 5000  # training episodes; the val file gets episodes // 10 more
     episode_steps: int = 201  # rows per episode (OGBench's max_episode_steps)
@@ -63,6 +66,9 @@ class MazeGenConfig:
             raise ConfigError(f"'maze' = '{self.maze}' is not one of {', '.join(MAZES)}", "request", "maze")
         if self.kind not in KINDS:
             raise ConfigError(f"'kind' = '{self.kind}' is not one of {', '.join(KINDS)}", "request", "kind")
+        if self.maze == "arena" and self.kind == "navigate":
+            raise ConfigError("'kind' = 'navigate' needs vertex cells (corridor ends and junctions); the open arena "
+                              "has none: use 'stitch'", "request", "kind")
         if self.episodes < 1:
             raise ConfigError(f"'episodes' must be at least 1, got {self.episodes}", "request", "episodes")
         if self.episode_steps < 2:
@@ -76,12 +82,18 @@ class MazeGenConfig:
 
     @property
     def env_id(self) -> str:
-        return f"pointmaze-{self.maze}-v0"
+        return "pointmaze-medium-v0" if self.maze == "arena" else f"pointmaze-{self.maze}-v0"
+
+    @property
+    def env_kwargs(self) -> dict:
+        """Keyword arguments every env of this dataset is made with (the arena's map, see MAZES)."""
+        return {"maze_type": "arena"} if self.maze == "arena" else {}
 
     @property
     def ogbench_name(self) -> str:
-        """OGBench's dataset name for this maze and kind (the env/loader name, whatever the size)."""
-        return f"pointmaze-{self.maze}-{self.kind}-v0"
+        """OGBench's dataset name for this maze and kind (the env/loader name, whatever the size; the arena's
+        is the medium maze's, made with `env_kwargs`)."""
+        return f"pointmaze-{'medium' if self.maze == 'arena' else self.maze}-{self.kind}-v0"
 
     @property
     def val_episodes(self) -> int:
@@ -174,7 +186,7 @@ def make_env(cfg: MazeGenConfig):
 
     import ogbench.locomaze  # noqa: F401  (registers the maze envs)
 
-    return gymnasium.make(cfg.env_id, terminate_at_goal=False, max_episode_steps=cfg.episode_steps)
+    return gymnasium.make(cfg.env_id, terminate_at_goal=False, max_episode_steps=cfg.episode_steps, **cfg.env_kwargs)
 
 
 def _episode_seeds(seed: int, split: int, episode: int) -> tuple[int, int]:

@@ -19,7 +19,7 @@ def summary(ds: Dataset) -> dict:
         "source": ds.meta.source,
         "kind": ds.meta.kind,
         "task": ds.meta.task,
-        "env": ds.meta.simulator.env_id,
+        "env": ds.meta.simulator.env_id + "".join(f" {k}={v}" for k, v in ds.meta.simulator.env_kwargs.items()),
         "transitions": len(ds),
         "episodes": ds.n_episodes,
         "episode length min/mean/max": f"{lengths.min()} / {lengths.mean():.1f} / {lengths.max()}",
@@ -72,7 +72,7 @@ def _draw_maze(ds: Dataset, plt, max_episodes: int, seed: int):
 
     import ogbench.locomaze  # noqa: F401
 
-    env = gymnasium.make(ds.meta.simulator.env_id)
+    env = gymnasium.make(ds.meta.simulator.env_id, **ds.meta.simulator.env_kwargs)
     maze = env.unwrapped
     m = np.asarray(maze.maze_map)
     unit = maze._maze_unit
@@ -108,6 +108,46 @@ def _draw_maze(ds: Dataset, plt, max_episodes: int, seed: int):
     ax.set_ylabel("y")
     ax.set_title(f"{ds.meta.name}: {len(eps)} of {ds.n_episodes} episodes, {len(ds):,} transitions", fontsize=9)
     return fig
+
+
+def draw_points_on_maze(ax, meta, xy: np.ndarray, seed: int = 0, max_points: int = 3000) -> None:
+    """The maze of `meta` (walls, the task's start and goal) with a seeded sample of the points `xy` on it."""
+    import gymnasium
+
+    import ogbench.locomaze  # noqa: F401
+
+    env = gymnasium.make(meta.simulator.env_id, **meta.simulator.env_kwargs)
+    try:
+        maze = env.unwrapped
+        m = np.asarray(maze.maze_map)
+        unit = maze._maze_unit
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                if m[i, j] == 1:
+                    x, y = maze.ij_to_xy((i, j))
+                    ax.add_patch(matplotlib_rectangle(x - unit / 2, y - unit / 2, unit))
+        if len(xy) > max_points:
+            xy = xy[np.sort(np.random.default_rng(seed).choice(len(xy), max_points, replace=False))]
+        ax.scatter(xy[:, 0], xy[:, 1], s=2, alpha=0.4, color="#0072b2", lw=0)
+        if meta.task is not None:
+            info = maze.task_infos[meta.task - 1]
+            gx, gy = maze.ij_to_xy(info["goal_ij"])
+            sx, sy = maze.ij_to_xy(info["init_ij"])
+            ax.plot([sx], [sy], marker="o", ms=7, color="#009e73")
+            ax.plot([gx], [gy], marker="*", ms=11, color="#d55e00")
+    finally:
+        env.close()
+    ax.set_xlim(-unit / 2 - 4, (m.shape[1] - 0.5) * unit - 4)
+    ax.set_ylim(-unit / 2 - 4, (m.shape[0] - 0.5) * unit - 4)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def matplotlib_rectangle(x: float, y: float, size: float):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x, y), size, size, color="0.25", lw=0)
 
 
 def _draw_hist(ds: Dataset, plt):

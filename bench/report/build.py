@@ -236,7 +236,67 @@ def dynamics_violation(ctx: Context) -> str:
             + f"\n\n[DVR bar plot]({name}) ([PDF]({name[:-4]}.pdf))\n")
 
 
-SECTIONS = [main_table, statistics, published_vs_measured, dynamics_violation, plots]
+def generated_data(ctx: Context) -> str:
+    """The maze with each augmenter's generated data drawn on it (point mazes only): one panel per augmenter, from
+    its first augmentation seed, beside the original data.  Drawn from the augmentation cache on this machine;
+    a report built elsewhere (from committed small files) says so instead."""
+    done = ctx.done
+    if "augmentation.cache_key" not in done or done.empty:
+        return ""
+    from bench import data
+    from bench.augment import cache_path
+    from bench.data.show import draw_points_on_maze
+    from bench.dataset import load as load_file
+
+    lines, missing = [], []
+    for (name, task), g in done.groupby(["dataset", "task"], sort=True, dropna=False):
+        task = None if pd.isna(task) else int(task)
+        try:
+            original = data.load(name, task)
+        except Exception:  # noqa: BLE001  (not on this machine: the section says so)
+            missing.append(f"{name} (dataset not on this machine)")
+            continue
+        if "pointmaze" not in (original.meta.simulator.env_id or ""):
+            continue
+        panels = [("original data", original)]
+        for label, h in g.groupby("augmenter_label", sort=True):
+            keys = h.sort_values("seed")["augmentation.cache_key"].dropna()
+            if keys.empty or label == "none":
+                continue
+            path = cache_path(str(keys.iloc[0]))
+            if not path.exists():
+                missing.append(f"{name} / {label} (augmentation not in this machine's cache)")
+                continue
+            panels.append((f"{label} (seed {int(h.sort_values('seed')['seed'].iloc[0])})", load_file(path)))
+        if len(panels) == 1:
+            continue
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        cols = min(4, len(panels))
+        rows = int(np.ceil(len(panels) / cols))
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+        for k, ax in enumerate(axes.flat):
+            if k >= len(panels):
+                ax.axis("off")
+                continue
+            title, ds = panels[k]
+            draw_points_on_maze(ax, original.meta, np.asarray(ds.observations)[:, :2], seed=k)
+            ax.set_title(f"{title}\n{len(ds):,} transitions", fontsize=8)
+        fig.tight_layout()
+        stem = f"generated-{name}" + (f"-task{task}" if task else "")
+        lines.append(f"![{stem}]({_save_fig(ctx, fig, stem)})")
+    if not lines and not missing:
+        return ""
+    note = ("\n\nNot drawn: " + "; ".join(missing) + ".") if missing else ""
+    return ("## Generated data on the maze\n\nStates of up to 3,000 transitions per panel (a seeded sample), the "
+            "original data first, then each augmenter's generated data (first augmentation seed).\n\n"
+            + "\n\n".join(lines) + note + "\n")
+
+
+SECTIONS = [main_table, statistics, published_vs_measured, dynamics_violation, generated_data, plots]
 
 
 def _header(ctx: Context) -> str:
