@@ -367,7 +367,12 @@ def sweep_cmd(
     n_workers = workers or study.executor.workers
     if n_workers < 1:
         raise BenchError(f"--workers: must be at least 1, got {n_workers}")
-    states = sweep.run_states()
+    from bench.run import results_root
+
+    archive = sweep.archive_of(study)
+    if not dry_run:  # runs finished here before (an older launcher, a crash) join the archive first
+        sweep.archive_runs(runs, results_root(), archive)
+    states = sweep.merged_states(sweep.run_states(), archive)
     todo = sweep.select(runs, states, force, retry_failed, only)
     counts = sweep.describe(runs, states)
     augs = len(sweep.distinct_augmentations(todo))
@@ -389,7 +394,7 @@ def sweep_cmd(
     _ensure_datasets(todo)
     if any(r.run_id is None for r in todo):
         study, runs = sweep.expand(file)
-        todo = sweep.select(runs, sweep.run_states(), force, retry_failed, only)
+        todo = sweep.select(runs, sweep.merged_states(sweep.run_states(), archive), force, retry_failed, only)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
                   TextColumn("{task.fields[state]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=err) as prog:
@@ -406,12 +411,14 @@ def sweep_cmd(
                 res = sweep.run_local(todo, n_workers, force, progress=report, in_process=kind == "debug")
         except KeyboardInterrupt:
             prog.stop()
+            sweep.archive_runs(runs, results_root(), archive)
             _say_what_is_left(study, todo, file, kind)
             if kind == "local":  # the workers are killed; leave now, not after the interpreter's exit hooks join
                 sys.stdout.flush()  # the process pool's threads (every result file is written atomically)
                 sys.stderr.flush()
                 os._exit(130)
             raise typer.Exit(130) from None
+    archived = sweep.archive_runs(runs, results_root(), archive)
     elsewhere = f", {res['elsewhere']} running elsewhere (left to that process)" if res.get("elsewhere") else ""
     if res.get("reattached"):
         elsewhere += f" ({res['reattached']} of them already queued by an earlier launcher, waited on, not resubmitted)"
@@ -419,8 +426,8 @@ def sweep_cmd(
               f"{res['augmentations']} augmentations", highlight=False, soft_wrap=True)
     for label, msg in res["failures"]:
         out.print(f"  failed {label}: {msg}", highlight=False, soft_wrap=True)
-    from bench.run import results_root
-
+    if archive is not None:
+        out.print(f"archive: {archived} runs added to {archive}", highlight=False, soft_wrap=True)
     out.print(f"results: {results_root() / 'runs'} (bench status {file}; bench collect {file})", soft_wrap=True)
     if res["failed"]:
         raise typer.Exit(1)
@@ -430,7 +437,7 @@ def _say_what_is_left(study, todo, file: Path, kind: str) -> None:
     """Ctrl-C: what this sweep finished, what is left, and how to go on."""
     from bench import sweep
 
-    states = sweep.run_states()
+    states = sweep.merged_states(sweep.run_states(), sweep.archive_of(study))
     done = sum(states.get(r.run_id or "") == "done" for r in todo)
     started = sum(states.get(r.run_id or "") == "incomplete" for r in todo)
     left = len(todo) - done
@@ -447,7 +454,7 @@ def status_cmd(file: Path = typer.Argument(..., help="Study file.")):
     from bench.augment import cache_path
 
     study, runs = sweep.expand(file)
-    states = sweep.run_states()
+    states = sweep.merged_states(sweep.run_states(), sweep.archive_of(study))
     counts = sweep.describe(runs, states)
     flying = sweep.in_flight(study.name)["train"]  # SLURM jobs of this study the scheduler still holds
     jobs = {}
@@ -485,7 +492,7 @@ def collect_cmd(file: Path = typer.Argument(..., help="Study file.")):
     from bench import collect, sweep
 
     study, runs = sweep.expand(file)
-    runs_path, curves_path, n = collect.collect(study.name, runs)
+    runs_path, curves_path, n = collect.collect(study.name, runs, sweep.archive_of(study))
     out.print(f"{n} finished runs -> {runs_path} and {curves_path}", highlight=False, soft_wrap=True)
 
 

@@ -21,11 +21,12 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def collect(study_name: str, runs) -> tuple[Path, Path, int]:
-    from bench.sweep import run_states
+def collect(study_name: str, runs, archive: Path | None = None) -> tuple[Path, Path, int]:
+    """`archive`: the study's archive folder; a run this machine lacks is read from there (bench.sweep.archive)."""
+    from bench.sweep import merged_states, run_folder, run_states
 
     root = results_root()
-    states = run_states(root)
+    states = merged_states(run_states(root), archive)
     rows, curves = [], []
     for r in runs:
         q = r.request
@@ -34,7 +35,7 @@ def collect(study_name: str, runs) -> tuple[Path, Path, int]:
                          "augmenter": q.augmenter, "algo": q.algo, "seed": q.seed,
                          "augmenter_label": r.augmenter_label, "algo_label": r.algo_label})
             continue
-        run_dir = root / "runs" / (r.run_id or "-")
+        run_dir = run_folder(r.run_id, root, archive) if r.run_id else root / "runs" / "-"
         result_path = run_dir / "result.json"
         if not r.run_id or not result_path.exists():  # recorded too: a report must say what is missing
             state = "pending" if not r.run_id else states.get(r.run_id, "pending")

@@ -267,3 +267,33 @@ def test_an_augmenter_variant_can_mix_its_own_way(tmp_path, toy_file, results):
     ids = {r.augmenter_label: r.run_id for r in runs if r.request.seed == 0}
     assert len(set(ids.values())) == 3 and all(ids.values())
     assert len(sweep.distinct_augmentations(runs)) == 2  # the two noise variants share each seed's augmentation
+
+
+def test_archived_runs_count_as_done_on_a_fresh_machine_and_collect_from_the_archive(tmp_path, toy_file, results):
+    """`archive:` keeps the finished runs' small files beside the study; a machine without the results (a fresh
+    clone) trains none of them again, and collect / report read them from the archive."""
+    import shutil
+
+    (tmp_path / "sweeps").mkdir()
+    p = write(tmp_path / "sweeps", TINY + "archive: ../reports/tiny/runs\n")
+    cli = [sys.executable, "-m", "bench.cli", "sweep", str(p)]
+    res = subprocess.run(cli + ["--only", "*/none/*"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    archive = tmp_path / "reports" / "tiny" / "runs"
+    study, runs = sweep.expand(p)
+    none_ids = {r.run_id for r in runs if r.request.augmenter == "none"}
+    assert {d.name for d in archive.iterdir()} == none_ids
+    for d in archive.iterdir():
+        assert sorted(f.name for f in d.iterdir()) == ["config.json", "curve.csv", "result.json"]  # no policy
+    shutil.rmtree(results)  # a fresh machine: nothing but the archive
+    dry = subprocess.run(cli + ["--dry-run"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert dry.returncode == 0 and "2 to run" in dry.stdout, dry.stdout
+    res = subprocess.run(cli, capture_output=True, text=True)
+    assert res.returncode == 0 and "2 runs done" in res.stdout and "archive: 2 runs added" in res.stdout, res.stdout
+    assert len(list(archive.iterdir())) == 4
+    assert {d.name for d in (results / "runs").iterdir()} == {r.run_id for r in runs} - none_ids  # none not rerun
+    from bench.collect import collect
+
+    runs_path, _, n = collect(study.name, runs, sweep.archive_of(study))
+    assert n == 4 and set(pd.read_parquet(runs_path)["status"]) == {"done"}
+    assert n == 4 and collect(study.name, runs)[2] == 2  # without the archive only this machine's two

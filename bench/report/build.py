@@ -340,7 +340,7 @@ def load(source: Path) -> tuple[pd.DataFrame, pd.DataFrame, str]:
         from bench import collect, sweep
 
         study, runs = sweep.expand(source)
-        runs_path, curves_path, _ = collect.collect(study.name, runs)
+        runs_path, curves_path, _ = collect.collect(study.name, runs, sweep.archive_of(study))
         return pd.read_parquet(runs_path), pd.read_parquet(curves_path), str(source)
     if source.suffix == ".parquet":
         from bench.errors import BenchError

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from bench.errors import BenchError
 
@@ -80,6 +80,14 @@ class Study(_Model):
     skip_inapplicable: bool = False  # skip pairs such as DT x a transitions augmenter instead of refusing
     device: str = "auto"
     executor: Executor = Field(default_factory=Executor)
+    # A folder (relative to this file) that keeps the finished runs' small files, committed with the repository:
+    # the sweep counts the runs there as done, so the study accumulates across machines (bench/sweep/archive.py).
+    archive: str | None = None
+    _source_file: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source_file(self) -> Path | None:
+        return self._source_file
 
     @field_validator("seeds")
     @classmethod
@@ -132,6 +140,7 @@ def load_study(path: Path | str) -> tuple[Study, Any]:
         raise BenchError(f"{path}: a study file is a mapping (name, datasets, augmenters, algos, seeds, training)")
     try:
         study = Study.model_validate(raw)
+        study._source_file = path
     except ValidationError as e:
         err = e.errors()[0]
         loc = tuple(err["loc"])
