@@ -42,8 +42,6 @@ class IQLTrainerConfig(TrainerConfig):
     critic_learning_rate: float = 3e-4
     tau: float = 0.005
     hidden_units: list[int] = (256, 256)
-    normalize_observations: bool = False  # d3rlpy's StandardObservationScaler, fitted on the original data
-    layer_norm: bool = False  # LayerNorm after each hidden layer (OGBench's own IQL uses it in every MLP)
 
 
 @TRAINERS.register
@@ -56,12 +54,10 @@ class IQL(D3rlpyTrainer):
         from bench.d3 import d3rlpy
 
         c = self.config
-        enc = d3rlpy.models.VectorEncoderFactory(hidden_units=list(c.hidden_units), use_layer_norm=c.layer_norm)
-        scaler = d3rlpy.preprocessing.StandardObservationScaler() if c.normalize_observations else None
+        enc = d3rlpy.models.VectorEncoderFactory(hidden_units=list(c.hidden_units))
         return d3rlpy.algos.IQLConfig(
             batch_size=c.batch_size, gamma=c.gamma, expectile=c.expectile, weight_temp=c.weight_temp,
             max_weight=c.max_weight, actor_learning_rate=c.actor_learning_rate,
             critic_learning_rate=c.critic_learning_rate, tau=c.tau, actor_encoder_factory=enc,
-            critic_encoder_factory=enc, value_encoder_factory=enc, observation_scaler=scaler,
-            compile_graph=c.compile_graph,
+            critic_encoder_factory=enc, value_encoder_factory=enc, compile_graph=c.compile_graph,
         )

@@ -33,8 +33,6 @@ CANDIDATES = {
     "maze-t1-published": ("toy-maze", 1, {"preset": "maze"}, 20000, 5000),
     "maze-t3-published": ("toy-maze", 3, {"preset": "maze"}, 6000, 2000),
     "maze-t3-toy": ("toy-maze", 3, {"preset": "toy"}, 20000, 5000),
-    "maze-t3-toy-layernorm": ("toy-maze", 3, {"preset": "toy", "layer_norm": True, "normalize_observations": True,
-                                              "hidden_units": [256, 256]}, 10000, 5000),
     "arena-t1-published": ("toy-arena", 1, {"preset": "maze"}, 6000, 2000),
     "arena-t1-toy": ("toy-arena", 1, {"preset": "toy"}, 4000, 1000),
 }

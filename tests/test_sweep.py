@@ -297,3 +297,30 @@ def test_archived_runs_count_as_done_on_a_fresh_machine_and_collect_from_the_arc
     runs_path, _, n = collect(study.name, runs, sweep.archive_of(study))
     assert n == 4 and set(pd.read_parquet(runs_path)["status"]) == {"done"}
     assert n == 4 and collect(study.name, runs)[2] == 2  # without the archive only this machine's two
+
+
+ARCHIVED = sorted((Path(__file__).resolve().parent.parent / "reports").glob("*/runs/*/config.json"))
+
+
+@pytest.mark.skipif(not ARCHIVED, reason="no archived runs committed under reports/*/runs")
+def test_committed_archives_keep_their_run_ids():
+    """A committed run is found again only while its id is the same: re-resolving each archived run's configs with
+    today's code (new fields take their defaults) must give the id it is filed under.  A failure means a config
+    change (a new field, a renamed one, a new default) renumbers every archived run: keep the old behaviour's
+    id, or bump CONFIG_SCHEMA and re-run the studies."""
+    from algos import TRAINERS
+    from algos.base import resolve
+    from bench.mixing import MixConfig
+    from bench.run import run_id
+    from methods import AUGMENTERS
+
+    for path in ARCHIVED:
+        cfg = json.loads(path.read_text())
+        aug, algo = cfg["augmenter"], cfg["algo"]
+        trainer = TRAINERS.get(algo["name"])
+        again = {k: v for k, v in cfg.items() if k != "run_id"}
+        again["augmenter"] = {**aug, "config": AUGMENTERS.get(aug["name"]).resolve_config(aug["config"]).to_dict()}
+        again["algo"] = {**algo, "config": resolve(trainer.config_class, trainer.presets, algo["config"],
+                                                          where="archived").to_dict()}
+        again["mix"] = MixConfig.from_dict(cfg["mix"]).to_dict()
+        assert run_id(again) == path.parent.name, f"{path}: today's code files this run under {run_id(again)}"
