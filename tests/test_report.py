@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -67,6 +68,7 @@ def test_report_command_on_a_study(tmp_path, toy_file, results):
     assert res.returncode == 0, res.stderr
     text = (tmp_path / "r" / "index.md").read_text()
     assert "**Incomplete results:** 1 pending of 2 runs" in text
+    assert "| toy-maze" in res.stdout and "iql / none" in res.stdout  # the main table, printed
     bad = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(tmp_path / "nope.csv"), "--out",
                           str(tmp_path / "r2")], capture_output=True, text=True)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and not (tmp_path / "r2").exists()
@@ -97,3 +99,24 @@ def test_plots_use_the_metric_range():
     assert metric_range([]) == (0.0, 102.0)
     lo, hi = metric_range([-5.0, 110.0, float("nan")])  # D4RL scores may leave 0-100: widened, not clipped
     assert lo < -5.0 and hi > 110.0
+
+
+def test_report_prints_the_dvr_table_and_draws_generated_data_on_the_maze(tmp_path, toy_file, results):
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        "name: repgen\ndatasets:\n  - {name: toy-maze, tasks: [1]}\naugmenters:\n  - {name: none}\n"
+        "  - {name: noise, config: {scale: 0.1, size: 0.2}}\n"
+        "algos:\n  - {name: iql, config: {batch_size: 16, hidden_units: [32, 32]}}\nseeds: [0]\n"
+        "training: {steps: 10}\nevaluation: {episodes: 1}\nexecutor: {kind: debug}\n")
+    run = subprocess.run([sys.executable, "-m", "bench.cli", "sweep", str(study)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    res = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(study), "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 0, res.stderr
+    assert "Dynamics Violation Rate" in res.stdout and "noise" in res.stdout
+    text = (tmp_path / "r" / "index.md").read_text()
+    assert "## Generated data on the maze" in text and "Not drawn" not in text
+    assert (tmp_path / "r" / "generated-toy-maze-task1.png").stat().st_size > 10_000
+    quiet = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(study), "--out", str(tmp_path / "q"),
+                            "--no-show"], capture_output=True, text=True)
+    assert quiet.returncode == 0 and "iql / none" not in quiet.stdout and "report:" in quiet.stdout
