@@ -44,7 +44,13 @@ def collect(study_name: str, runs, archive: Path | None = None) -> tuple[Path, P
                          "seed": r.request.seed, "augmenter_label": r.augmenter_label,
                          "algo_label": r.algo_label})
             continue
-        result = json.loads(result_path.read_text())
+        try:
+            result = json.loads(result_path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            from bench.errors import BenchError
+
+            raise BenchError(f"{result_path}: not a readable result ({type(e).__name__}); restore it from git or "
+                             f"delete its run folder to train the run again") from None
         flat = pd.json_normalize({k: v for k, v in result.items() if k != "config"}, sep=".").iloc[0].to_dict()
         flat.update({f"config.{k}": v for k, v in
                      pd.json_normalize(result["config"], sep=".").iloc[0].to_dict().items()})

@@ -324,3 +324,17 @@ def test_committed_archives_keep_their_run_ids():
                                                           where="archived").to_dict()}
         again["mix"] = MixConfig.from_dict(cfg["mix"]).to_dict()
         assert run_id(again) == path.parent.name, f"{path}: today's code files this run under {run_id(again)}"
+
+
+def test_a_damaged_archived_result_is_one_line_naming_it(tmp_path, toy_file, results):
+    (tmp_path / "sweeps").mkdir()
+    p = write(tmp_path / "sweeps", TINY.replace("seeds: [0, 1]", "seeds: [0]") + "archive: ../archive\n")
+    assert subprocess.run([sys.executable, "-m", "bench.cli", "sweep", str(p), "--only", "*/none/*"],
+                          capture_output=True, text=True).returncode == 0
+    damaged = next((tmp_path / "archive").glob("*/result.json"))
+    damaged.write_text('{"run_id": ')
+    import shutil
+
+    shutil.rmtree(results)
+    res = subprocess.run([sys.executable, "-m", "bench.cli", "collect", str(p)], capture_output=True, text=True)
+    assert res.returncode == 1 and "Traceback" not in res.stderr and str(damaged) in res.stderr.replace("\n", "")
