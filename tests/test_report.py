@@ -120,3 +120,39 @@ def test_report_prints_the_dvr_table_and_draws_generated_data_on_the_maze(tmp_pa
     quiet = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(study), "--out", str(tmp_path / "q"),
                             "--no-show"], capture_output=True, text=True)
     assert quiet.returncode == 0 and "iql / none" not in quiet.stdout and "report:" in quiet.stdout
+
+
+def test_paper_claims_verdicts_on_known_differences(tmp_path):
+    """Known answers: DiffStitch +20 points over none for IQL over 6 seeds (supports), TATU -20 for TD3+BC
+    (contradicts), SER synthetic-only equal to none up to noise of 0.5 (supports 'matches'), ASTRO at the same
+    ceiling as DiffStitch (cannot tell), ASTRO's DVR lower than DiffStitch's (supports); a claim with no runs."""
+    from bench.report import claims
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for seed in range(6):
+        def add(aug, algo, score, mode="ratio", dvr=None):
+            rows.append({"status": "done", "dataset": "d", "task": 1, "algo": algo, "augmenter": aug,
+                         "augmenter_label": aug, "seed": seed, "score_last3_mean": score, "config.mix.mode": mode,
+                         "augmentation.dvr.dvr": dvr, "augmentation.cache_key": f"{aug}{seed}"})
+        add("none", "iql", 40 + rng.normal(0, 1))
+        add("diffstitch", "iql", 60 + rng.normal(0, 1), "union", 0.4 + 0.01 * seed)
+        add("none", "td3bc", 50 + rng.normal(0, 1))
+        add("tatu", "td3bc", 30 + rng.normal(0, 1))
+        add("ser", "iql", rows[-4]["score_last3_mean"] + rng.normal(0, 0.5), "synthetic")
+        add("astro", "iql", 60.0, "union", 0.1 + 0.01 * seed)
+    frame = pd.DataFrame(rows)
+    frame.loc[frame["augmenter"] == "diffstitch", "score_last3_mean"] = 60.0  # ASTRO vs DiffStitch: one ceiling
+    table = claims.evaluate(frame, "score_last3_mean", "augmentation.dvr.dvr").set_index("claim")
+    verdict = table["verdict"].to_dict()
+    assert verdict["stitching improves IQL"] == "supports"
+    assert table.loc["stitching improves IQL", "n"] == 6
+    assert verdict["truncated rollouts improve TD3+BC"] == "contradicts"
+    assert verdict["stitching improves TD3+BC"] == "not measured in this study"
+    assert verdict["training on synthetic data alone matches training on the real data"] == "supports"
+    astro = next(k for k in verdict if k.startswith("ASTRO improves"))
+    assert verdict[astro].startswith("cannot tell")
+    dvr = next(k for k in verdict if k.startswith("ASTRO's data"))
+    assert verdict[dvr] == "supports"
+    index = build_report(frame.assign(metric="success rate (%)"), pd.DataFrame(), tmp_path / "rep", "k.yaml")
+    assert "## What the papers claim, and what this study finds" in index.read_text()

@@ -296,7 +296,24 @@ def generated_data(ctx: Context) -> str:
             + "\n\n".join(lines) + note + "\n")
 
 
-SECTIONS = [main_table, statistics, published_vs_measured, dynamics_violation, generated_data, plots]
+def paper_claims(ctx: Context) -> str:
+    """Each paper's headline claim against this study's runs (bench/report/claims.py states the rules)."""
+    from bench.report import claims
+
+    if ctx.done.empty:
+        return ""
+    table = claims.evaluate(ctx.done, METRIC, DVR_COL)
+    ctx.write("claims.csv", table.to_csv(index=False))
+    return ("## What the papers claim, and what this study finds\n\n"
+            "Each claim compares the runs of two augmenters for the named trainers, paired by dataset, task and "
+            "seed: the mean difference in the metric above, a 95% percentile-bootstrap interval over the pairs, "
+            f"and a verdict by a fixed rule (an improvement is supported when the interval lies above 0; a match "
+            f"when it lies within +-{claims.MARGIN:g} points; `bench/report/claims.py`). Measured under this "
+            "study's settings (header above), reduced where the study says so; the papers' own settings differ.\n\n"
+            + table.to_markdown(index=False) + "\n")
+
+
+SECTIONS = [main_table, statistics, published_vs_measured, dynamics_violation, paper_claims, generated_data, plots]
 
 
 def _header(ctx: Context) -> str:
