@@ -5,7 +5,7 @@ wall time.
 
     .venv/bin/python benchmarks/demo_calibration.py [--out reports/demo-calibration.md] [--only NAME ...]
 
-Candidates: the CI toy maze (OGBench's medium maze, 300 x 201-step stitch episodes) on task 1 (goal 8 BFS cells
+Candidates: the CI toy maze (OGBench's medium maze, 300 x 201-step stitch episodes) on task 1 (goal 10 BFS cells
 from the start, across walls) and task 3 (6 cells, the shortest medium-maze task), at IQL's published maze
 preset and at faster-learning variants; the toy arena (OGBench's open arena map, same episodes, goal 10 cells
 away) at the maze preset and at the `toy` preset the demo uses.  Threads: 1 per run (`OMP_NUM_THREADS=1`).
