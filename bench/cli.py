@@ -532,6 +532,10 @@ def _show_tables(out_dir: Path) -> None:
 
 
 def main() -> None:
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: every thread's stack, to stderr
     try:
         rv = app(standalone_mode=False)
     except BenchError as e:

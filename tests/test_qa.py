@@ -270,8 +270,14 @@ def _start_sweep(tmp_path, results, study_text: str = KILL_STUDY):
     import time
 
     study = write(tmp_path, study_text, name="kills.yaml")
+    import signal
+
+    # A terminal's Ctrl-C reaches a process whose SIGINT has its default action; a test run started in the
+    # background by a non-interactive shell inherits SIGINT ignored (and Python then keeps ignoring it), so
+    # the launcher starts with the default restored, as under a terminal.
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(study)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 180
     while time.time() < deadline and not list(results.rglob("curve.csv")):
         time.sleep(0.2)
@@ -364,6 +370,7 @@ def test_a_path_over_the_file_name_limit_is_one_line(args, tmp_path, results):
 
 def test_ctrl_c_stops_a_sweep_within_seconds_and_says_what_is_left(tmp_path, toy_file, results):
     import signal
+    import subprocess
     import time
 
     # runs long enough that none can finish before the signal, however slowly this test process is scheduled
@@ -371,7 +378,14 @@ def test_ctrl_c_stops_a_sweep_within_seconds_and_says_what_is_left(tmp_path, toy
     proc, workers = _start_sweep(tmp_path, results, KILL_STUDY.replace("steps: 400,", "steps: 20000,"))
     t0 = time.time()
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # say where the launcher is stuck (bench dumps its threads on SIGUSR1)
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"the sweep did not stop within 30 s of SIGINT; its threads:\n{err[-6000:]}")
     assert time.time() - t0 < 15
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err
