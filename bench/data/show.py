@@ -77,11 +77,7 @@ def _draw_maze(ds: Dataset, plt, max_episodes: int, seed: int):
     m = np.asarray(maze.maze_map)
     unit = maze._maze_unit
     fig, ax = plt.subplots(figsize=(1.0 * m.shape[1] + 1, 1.0 * m.shape[0]))
-    for i in range(m.shape[0]):
-        for j in range(m.shape[1]):
-            if m[i, j] == 1:
-                x, y = maze.ij_to_xy((i, j))
-                ax.add_patch(plt.Rectangle((x - unit / 2, y - unit / 2), unit, unit, color="0.25", lw=0))
+    _draw_walls(ax, maze)
     rng = np.random.default_rng(seed)
     eps = np.arange(ds.n_episodes)
     if len(eps) > max_episodes:
@@ -121,11 +117,7 @@ def draw_points_on_maze(ax, meta, xy: np.ndarray, seed: int = 0, max_points: int
         maze = env.unwrapped
         m = np.asarray(maze.maze_map)
         unit = maze._maze_unit
-        for i in range(m.shape[0]):
-            for j in range(m.shape[1]):
-                if m[i, j] == 1:
-                    x, y = maze.ij_to_xy((i, j))
-                    ax.add_patch(matplotlib_rectangle(x - unit / 2, y - unit / 2, unit))
+        _draw_walls(ax, maze)
         if len(xy) > max_points:
             xy = xy[np.sort(np.random.default_rng(seed).choice(len(xy), max_points, replace=False))]
         ax.scatter(xy[:, 0], xy[:, 1], s=2, alpha=0.4, color="#0072b2", lw=0)
@@ -144,10 +136,15 @@ def draw_points_on_maze(ax, meta, xy: np.ndarray, seed: int = 0, max_points: int
     ax.set_yticks([])
 
 
-def matplotlib_rectangle(x: float, y: float, size: float):
+def _draw_walls(ax, maze) -> None:
+    """The maze's wall cells as grey squares on `ax`."""
     from matplotlib.patches import Rectangle
 
-    return Rectangle((x, y), size, size, color="0.25", lw=0)
+    m = np.asarray(maze.maze_map)
+    unit = maze._maze_unit
+    for i, j in zip(*np.nonzero(m == 1)):
+        x, y = maze.ij_to_xy((i, j))
+        ax.add_patch(Rectangle((x - unit / 2, y - unit / 2), unit, unit, color="0.25", lw=0))
 
 
 def _draw_hist(ds: Dataset, plt):
