@@ -3,6 +3,11 @@ predicts the true dynamics violation (issue 15).
 
     .venv/bin/python benchmarks/tatu_table.py [--dataset pointmaze-medium-stitch-v0] [--preset paper]
         [--aug-config JSON] [--device cpu:0] [--out reports/tatu.md]
+    .venv/bin/python benchmarks/tatu_table.py --dataset hopper-random [--hopper-episodes 1500] --out reports/tatu-hopper.md
+
+`--dataset hopper-random` records the Hopper-v5 dataset of the DVR table (benchmarks/dvr_table.py: random actions
+scaled by 0.5, Minari's DataCollector) into a temporary Minari directory and uses it; there TATU's rollouts end at
+Hopper's termination rule (the `terminations: env` option) and the DVR also checks the reward.
 
 For the dataset: fit TATU (timing the ensemble and the VAE apart), generate its rollouts (timed), then check every
 generated transition against the true simulator (bench.dvr) and recompute u(s, a) with the fitted ensemble for
@@ -33,6 +38,7 @@ def main() -> int:
     ap.add_argument("--preset", default="paper")
     ap.add_argument("--aug-config", default="{}")
     ap.add_argument("--device", default="cpu:0")
+    ap.add_argument("--hopper-episodes", type=int, default=1500)
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "tatu.md")
     args = ap.parse_args()
     import matplotlib
@@ -48,10 +54,20 @@ def main() -> int:
 
     device = "cpu" if args.device.startswith("cpu") else args.device
     t0 = time.time()
-    data.ensure(args.dataset, say=print)
-    ds = data.load(args.dataset, args.task)
+    name = args.dataset
+    if name == "hopper-random":
+        import tempfile
+
+        from benchmarks.dvr_table import make_hopper
+
+        os.environ.setdefault("MINARI_DATASETS_PATH", tempfile.mkdtemp(prefix="augbench-minari-"))
+        name = make_hopper(args.hopper_episodes)
+    data.ensure(name, say=print)
+    ds = data.load(name, args.task)
     cls = AUGMENTERS.get("tatu")
     cfg = cls.resolve_config({"preset": args.preset, **json.loads(args.aug_config)})
+    paper = cls.resolve_config({"preset": "paper"}).to_dict()
+    reduced = {k: (v, paper[k]) for k, v in cfg.to_dict().items() if v != paper[k]}
     aug = cls(cfg, seed=0, device=device)
     aug.data = ds
     obs, act = np.asarray(ds.observations), np.asarray(ds.actions)
@@ -98,26 +114,43 @@ def main() -> int:
     f.tight_layout()
     f.savefig(pic, dpi=120)
     plt.close(f)
+    term = int(np.asarray(out.terminals).sum())
+    extra = []
+    if fig.get("reward_mae") is not None:
+        extra.append(f"| reward error vs the simulator (mean abs., stored r - lambda u) | {fig['reward_mae']:.4g} |")
+    if fig.get("unrecoverable"):
+        extra.append(f"| rows left out as unrecoverable (velocities at the observation's clip) | "
+                     f"{fig['unrecoverable']:,} |")
+    extra.append(f"| rollouts ended by the environment's termination rule | {term:,} "
+                 f"({out.meta.extra['tatu']['terminations']}) |")
+    if reduced:
+        sizes = "; ".join(f"{k} {v} (paper: {p})" for k, (v, p) in reduced.items())
+        budget = f"REDUCED from the paper preset, said here: {sizes}; everything else as the paper preset."
+    else:
+        budget = "The paper preset throughout (the authors' sizes and budgets)."
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
     trunc = " | ".join(f"{100 * c / rollouts:.1f}" for c in counts)
     text = "\n".join([
         f"# TATU on {ds.meta.name}: speed, truncation, and whether u predicts the true violation", "",
         f"Command: `.venv/bin/python benchmarks/tatu_table.py --dataset {args.dataset}"
-        + (f" --task {args.task}" if args.task else "") + f" --preset {args.preset} --aug-config "
+        + (f" --task {args.task}" if args.task else "")
+        + (f" --hopper-episodes {args.hopper_episodes}" if args.dataset == "hopper-random" else "") + f" --preset {args.preset} --aug-config "
         f"'{args.aug_config}' --device {args.device}`", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, device {device}; commit {commit}; "
-        f"{time.time() - t0:.0f} s in all. Config: {json.dumps(cfg.to_dict())}", "",
+        f"{time.time() - t0:.0f} s in all. Data: {ds.meta.name}, {len(ds):,} rows, {ds.n_episodes:,} episodes. Config: {json.dumps(cfg.to_dict())}", "",
         "| measurement | value |", "|---|---|",
-        f"| ensemble fit ({cfg.members} members, {stats['epochs']} epochs, {len(ds):,} rows) | {ens_s:.1f} s |",
+        f"| ensemble fit ({cfg.members} members, {stats['epochs']} epochs of at most {cfg.ensemble_epochs}, "
+        f"{len(ds):,} rows) | {ens_s:.1f} s |",
         f"| VAE fit ({cfg.vae_iterations:,} iterations) | {vae_s:.1f} s |",
         f"| max_disc over the data | {aug.max_disc:.4g} ({disc_s:.1f} s) |",
         f"| rollouts generated | {rollouts:,} in {gen_s:.1f} s = {rollouts / gen_s:,.0f} rollouts/s |",
         f"| transitions kept | {len(out):,} |",
         f"| true DVR of the kept transitions | {100 * fig['dvr']:.2f} % ({fig['invalid_states']:,} invalid states) |",
         f"| segments with a violation | {100 * fig['segments']['violating_share']:.1f} % |",
-        f"| Spearman rank correlation of u with the true error | {rho:.3f} |", "",
-        "Share of rollouts by kept length (0 = truncated at the first step ... H = never truncated), %:", "",
+        f"| Spearman rank correlation of u with the true error | {rho:.3f} |", *extra, "", budget, "",
+        "Share of rollouts by kept length (0 = truncated at the first step ... H = never truncated; a rollout ended "
+        "by the termination rule counts at its length), %:", "",
         "| " + " | ".join(str(k) for k in range(len(counts))) + " |", "|" + "---|" * len(counts), f"| {trunc} |", "",
         "True DVR (%) by decile of u (low to high): " + ", ".join(f"{100 * v:.1f}" for v in by_decile), "",
         f"![u against the true error]({pic.name})", ""])
