@@ -400,9 +400,14 @@ def sweep_cmd(
                   console=err) as prog:
         bar = prog.add_task(study.name, total=len(todo), state="")
 
+        archived_at, added = [0], [0]
+
         def report(c, running):
             prog.update(bar, completed=c["done"] + c["failed"],
                         state=f"done {c['done']} running {running} failed {c['failed']}")
+            if archive is not None and c["done"] > archived_at[0]:  # each run as it finishes: a launcher killed
+                archived_at[0] = c["done"]  # later (kill -9, a lost session) loses none of the finished ones
+                added[0] += sweep.archive_runs(runs, results_root(), archive)
 
         try:
             if kind == "slurm":
@@ -418,7 +423,7 @@ def sweep_cmd(
                 sys.stderr.flush()
                 os._exit(130)
             raise typer.Exit(130) from None
-    archived = sweep.archive_runs(runs, results_root(), archive)
+    archived = added[0] + sweep.archive_runs(runs, results_root(), archive)
     elsewhere = f", {res['elsewhere']} running elsewhere (left to that process)" if res.get("elsewhere") else ""
     if res.get("reattached"):
         elsewhere += f" ({res['reattached']} of them already queued by an earlier launcher, waited on, not resubmitted)"

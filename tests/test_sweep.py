@@ -299,6 +299,34 @@ def test_archived_runs_count_as_done_on_a_fresh_machine_and_collect_from_the_arc
     assert n == 4 and collect(study.name, runs)[2] == 2  # without the archive only this machine's two
 
 
+SPY = """\
+import os, sys
+import bench.sweep.local as local
+from bench.cli import main
+archive, calls, real = sys.argv[2], [], local._train_job
+def spy(req, force, root):  # what the archive holds as each run starts
+    calls.append(sorted(os.listdir(archive)) if os.path.isdir(archive) else [])
+    print("ARCHIVE-AT-START", len(calls), len(calls[-1]), flush=True)
+    return real(req, force, root)
+local._train_job = spy
+sys.argv = ["bench", "sweep", sys.argv[1], "--only", "*/none/*"]
+main()
+"""
+
+
+def test_each_finished_run_is_archived_before_the_next_one_starts(tmp_path, toy_file, results):
+    """A launcher killed outright (kill -9, a session that ends) keeps every run it finished: each is archived as
+    it finishes, not only when the sweep ends."""
+    (tmp_path / "sweeps").mkdir()
+    p = write(tmp_path / "sweeps", TINY + "archive: ../reports/tiny/runs\n")
+    archive = tmp_path / "reports" / "tiny" / "runs"
+    res = subprocess.run([sys.executable, "-c", SPY, str(p), str(archive)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "ARCHIVE-AT-START 1 0" in res.stdout and "ARCHIVE-AT-START 2 1" in res.stdout, res.stdout
+    assert "archive: 2 runs added" in res.stdout, res.stdout  # counted once, during the sweep or at its end
+    assert len(list(archive.iterdir())) == 2
+
+
 ARCHIVED = sorted((Path(__file__).resolve().parent.parent / "reports").glob("*/runs/*/config.json"))
 
 

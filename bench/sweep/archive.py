@@ -6,8 +6,9 @@ FOLDER/<run_id>/ with `config.json`, `result.json` and `curve.csv` (never the po
 is a hash of everything that defines the run (the dataset's content, the augmenter's and trainer's configs, the
 seed, the budget), so a run archived on one machine is the same run on another: `bench sweep` counts it as done
 and does not train it again, and `bench collect` / `bench report` read it from the archive when this machine's
-results folder does not hold it.  Runs are archived when the sweep ends (also after Ctrl-C or a failure) and
-when it starts, each run folder written whole under a temporary name and then renamed into place.
+results folder does not hold it.  Runs are archived as each one finishes, when the sweep ends (also after Ctrl-C
+or a failure) and when it starts, each run folder written whole under a temporary name and then renamed into
+place, so a launcher killed outright loses none of the runs it finished.
 """
 
 from __future__ import annotations
