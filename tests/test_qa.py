@@ -444,6 +444,49 @@ def test_a_worker_killed_during_the_augmentation_stage_does_not_end_the_sweep(tm
     assert "runs done, 0 failed" in out
 
 
+WAIT_FIT = """\
+import glob, os, time
+from methods.noise import GaussianStateNoise
+
+
+class WaitFit(GaussianStateNoise):
+    name = 'waitfit'
+
+    def fit(self, dataset):  # holds its worker until some run has finished, or 120 s
+        deadline = time.time() + 120
+        runs = os.path.join(os.environ['AUGBENCH_RESULTS'], 'runs', '*', 'result.json')
+        while time.time() < deadline and not glob.glob(runs):
+            time.sleep(0.2)
+        open(os.environ['WAITFIT_MARKER'], 'w').write('saw a finished run' if glob.glob(runs) else 'timed out')
+        super().fit(dataset)
+"""
+
+
+def test_a_run_that_needs_no_augmentation_trains_while_another_is_made(tmp_path, toy_file, results):
+    """A worker never waits for augmentations other runs need: the `none` run trains while the other worker
+    makes the augmentation (which here waits for a finished run, so a sweep that held every run until every
+    augmentation is made would time it out)."""
+    import subprocess
+    import sys
+
+    site = tmp_path / "plugins"
+    (site / "waitfit-0.1.dist-info").mkdir(parents=True)
+    (site / "waitfit-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: waitfit\nVersion: 0.1\n")
+    (site / "waitfit-0.1.dist-info" / "entry_points.txt").write_text(
+        "[augbench.augmenters]\nwaitfit = waitfit_aug:WaitFit\n")
+    (site / "waitfit_aug.py").write_text(WAIT_FIT)
+    marker = tmp_path / "waited"
+    study = write(tmp_path, KILL_STUDY.replace("  - name: none\n", "  - name: none\n  - name: waitfit\n")
+                  .replace("seeds: [0, 1, 2]", "seeds: [0]")
+                  .replace("training: {steps: 400, eval_every: 100}", "training: {steps: 20, eval_every: 10}"),
+                  name="order.yaml")
+    env = {**os.environ, "PYTHONPATH": f"{site}:{os.environ.get('PYTHONPATH', '')}", "WAITFIT_MARKER": str(marker)}
+    res = subprocess.run([sys.executable, "-m", "bench.cli", "sweep", str(study)], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0 and "2 runs done, 0 failed" in res.stdout, (res.stdout, res.stderr[-2000:])
+    assert marker.read_text() == "saw a finished run"
+
+
 def test_status_tells_a_running_run_from_an_interrupted_one(tmp_path, toy_file, results):
     from tests.test_cli import bench
 

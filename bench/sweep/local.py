@@ -13,7 +13,7 @@ from pathlib import Path
 from bench.errors import RunningElsewhere
 from bench.io import write_json
 from bench.run import RunRequest, execute, results_root
-from bench.sweep.plan import PlannedRun, distinct_augmentations
+from bench.sweep.plan import PlannedRun, augmentation_key, distinct_augmentations
 
 
 # ------------------------------------------------------------------------------------------ workers
@@ -69,7 +69,8 @@ def _init_worker(threads: int, launcher_pid: int | None = None) -> None:
 
 
 def run_local(todo: list[PlannedRun], workers: int, force: bool, progress=None, in_process: bool = False) -> dict:
-    """Stage 1: distinct augmentations; stage 2: training runs.  Returns counts and failures."""
+    """The distinct augmentations and the training runs, each run as soon as its augmentation is made.  Returns
+    counts and failures."""
     root = str(results_root().resolve())
     augs = distinct_augmentations(todo)
     counts = {"done": 0, "failed": 0, "elsewhere": 0, "augmentations": len(augs)}
@@ -101,46 +102,69 @@ def run_local(todo: list[PlannedRun], workers: int, force: bool, progress=None, 
 
 def _pool_pass(todo, indices, workers, threads, force, root, augs, counts, failures, breaks, aug_breaks, started,
                progress):
-    """Run the augmentations `augs`, then `indices` of `todo`, in one process pool; returns (the indices to run
-    again, the augmentations still to make) in a fresh pool because a worker died (kill -9, the OOM killer) and
-    took the pool down.  A run that was under way when a worker died twice is recorded as failed; the others are
-    simply run again.  A pool lost during the augmentation stage makes its augmentations again (each is cached
-    atomically under its own lock, so the finished ones are found, not redone), twice at most."""
+    """Run the augmentations `augs` and the training runs `indices` of `todo` in one process pool.  A run is
+    submitted as soon as the augmentation it needs is made (a run that needs none at once, queued behind the
+    augmentations), so no worker waits for augmentations other runs need.  Returns (the indices to run again, the
+    augmentations still to make) in a fresh pool because a worker died (kill -9, the OOM killer) and took the pool
+    down.  A run that was under way when a worker died twice is recorded as failed; the others are simply run
+    again.  Augmentations lost with a pool are made again in the next one (each is cached atomically under its own
+    lock, so the finished ones are found, not redone), twice at most; after that the runs that need them make them
+    themselves."""
     import multiprocessing as mp
 
     again: list[int] = []
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                initargs=(threads, os.getpid()))
+    left = dict(augs)  # the augmentations not made yet
+    waiting: dict[str, list[int]] = {}  # augmentation key -> the runs that wait for it
+    ready: list[int] = []
+    for i in indices:
+        key = augmentation_key(todo[i])
+        (waiting.setdefault(key, []) if key in left else ready).append(i)
+    pending: dict = {}
+    broken = [False]
+
+    def submit(idx: list[int]) -> None:
+        for n, i in enumerate(idx):
+            try:
+                pending[pool.submit(_train_job, todo[i].request, force, root)] = i
+            except BrokenProcessPool:  # a worker died before this run was queued: it never started
+                broken[0] = True
+                again.extend(idx[n:])
+                return
+
     try:
-        broken = False
-        for fut in [pool.submit(_augment_job, req) for req in augs.values()]:
-            exc = fut.exception()
-            if isinstance(exc, BrokenProcessPool):
-                broken = True
-            elif exc is not None:
-                failures.append(("augmentation", f"{type(exc).__name__}: {exc}"))
-        if broken:
-            aug_breaks[0] += 1
-            pool.shutdown(wait=True)
-            if aug_breaks[0] < 2:
-                return list(indices), augs
-            failures.append(("augmentation", "a worker process died twice during the augmentation stage (killed "
-                                             "by a signal or the out-of-memory killer); the runs that need the "
-                                             "missing augmentations make them themselves"))
-            return list(indices), {}
-        try:
-            pending = {pool.submit(_train_job, todo[i].request, force, root): i for i in indices}
-        except BrokenProcessPool:  # a worker died between the stages: nothing of stage 2 started
-            pool.shutdown(wait=True)
-            return list(indices), {}
-        while pending:
-            finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+        aug_futs = {}
+        for key, req in left.items():
+            try:
+                aug_futs[pool.submit(_augment_job, req)] = key
+            except BrokenProcessPool:
+                broken[0] = True
+                break
+        submit(ready)
+        while aug_futs or pending:
+            finished, _ = wait([*aug_futs, *pending], timeout=1.0, return_when=FIRST_COMPLETED)
             for fut in finished:
+                if fut in aug_futs:
+                    key = aug_futs.pop(fut)
+                    exc = fut.exception()
+                    if isinstance(exc, BrokenProcessPool):
+                        broken[0] = True
+                        continue
+                    left.pop(key)
+                    if exc is not None:  # the runs that need it fail (and say why) when they run
+                        failures.append(("augmentation", f"{type(exc).__name__}: {exc}"))
+                    if broken[0]:
+                        again.extend(waiting.pop(key, []))
+                    else:
+                        submit(waiting.pop(key, []))
+                    continue
                 i = pending.pop(fut)
                 r = todo[i]
                 try:
                     status, rid, msg = fut.result()
                 except BrokenProcessPool:
+                    broken[0] = True
                     if not _was_under_way(r, root, started):
                         again.append(i)  # it never started: run it in the next pool
                         continue
@@ -159,7 +183,15 @@ def _pool_pass(todo, indices, workers, threads, force, root, augs, counts, failu
         _stop(pool)
         raise
     pool.shutdown(wait=True)
-    return again, {}
+    again.extend(i for key in left for i in waiting.pop(key, []))  # their augmentation was lost with the pool
+    if left:
+        aug_breaks[0] += 1
+        if aug_breaks[0] >= 2:
+            failures.append(("augmentation", "a worker process died twice while augmentations were made (killed "
+                                             "by a signal or the out-of-memory killer); the runs that need the "
+                                             "missing augmentations make them themselves"))
+            left = {}
+    return sorted(again), left
 
 
 def _was_under_way(r: PlannedRun, root: str, started: float) -> bool:

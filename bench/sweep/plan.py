@@ -160,17 +160,25 @@ def select(runs: list[PlannedRun], states: dict[str, str], force: bool, retry_fa
     return todo
 
 
-def distinct_augmentations(runs: list[PlannedRun]) -> dict[str, RunRequest]:
-    """One request per distinct augmentation among `runs`, keyed by its cache key (dataset content, augmenter
-    config, seed), or by (dataset, task, augmenter label, seed) while the dataset is not there yet; runs whose
-    augmenter declares no output (`none`) need none."""
+def augmentation_key(r: PlannedRun) -> str | None:
+    """The key of the augmentation a run needs: its cache key (dataset content, augmenter config, seed), or
+    (dataset, task, augmenter label, seed) while the dataset is not there yet; None for a run that needs none
+    (its augmenter declares no output, as `none`, or the run is not applicable)."""
     from methods import AUGMENTERS
 
+    q = r.request
+    if not r.applicable or AUGMENTERS.get(q.augmenter).output == "none":
+        return None
+    return r.aug_key or f"{q.dataset}/{q.task}/{r.augmenter_label}/{q.seed}"
+
+
+def distinct_augmentations(runs: list[PlannedRun]) -> dict[str, RunRequest]:
+    """One request per distinct augmentation among `runs`, keyed by `augmentation_key`."""
     out: dict[str, RunRequest] = {}
     for r in runs:
-        q = r.request
-        if r.applicable and AUGMENTERS.get(q.augmenter).output != "none":
-            out.setdefault(r.aug_key or f"{q.dataset}/{q.task}/{r.augmenter_label}/{q.seed}", q)
+        key = augmentation_key(r)
+        if key is not None:
+            out.setdefault(key, r.request)
     return out
 
 
