@@ -411,6 +411,17 @@ class SlowFit(GaussianStateNoise):
 """
 
 
+def _augmenter_plugin(tmp_path, name: str, cls: str, source: str):
+    """A folder that, on PYTHONPATH, installs `source` as the augmenter plugin `name` (an entry point)."""
+    site = tmp_path / "plugins"
+    (site / f"{name}-0.1.dist-info").mkdir(parents=True)
+    (site / f"{name}-0.1.dist-info" / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (site / f"{name}-0.1.dist-info" / "entry_points.txt").write_text(
+        f"[augbench.augmenters]\n{name} = {name}_aug:{cls}\n")
+    (site / f"{name}_aug.py").write_text(source)
+    return site
+
+
 def test_a_worker_killed_during_the_augmentation_stage_does_not_end_the_sweep(tmp_path, toy_file, results):
     """Found by benchmarks/kill_trials.py: a worker killed while the pool made augmentations broke the pool,
     and the launcher then submitted training runs to it (BrokenProcessPool traceback, rc 1)."""
@@ -419,12 +430,7 @@ def test_a_worker_killed_during_the_augmentation_stage_does_not_end_the_sweep(tm
     import sys
     import time
 
-    site = tmp_path / "plugins"
-    (site / "slowfit-0.1.dist-info").mkdir(parents=True)
-    (site / "slowfit-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: slowfit\nVersion: 0.1\n")
-    (site / "slowfit-0.1.dist-info" / "entry_points.txt").write_text(
-        "[augbench.augmenters]\nslowfit = slowfit_aug:SlowFit\n")
-    (site / "slowfit_aug.py").write_text(SLOW_FIT)
+    site = _augmenter_plugin(tmp_path, "slowfit", "SlowFit", SLOW_FIT)
     marker = tmp_path / "fitting"
     study = write(tmp_path, KILL_STUDY.replace("  - name: none\n", "  - name: slowfit\n")
                   .replace("training: {steps: 400, eval_every: 100}", "training: {steps: 20, eval_every: 10}"),
@@ -469,12 +475,7 @@ def test_a_run_that_needs_no_augmentation_trains_while_another_is_made(tmp_path,
     import subprocess
     import sys
 
-    site = tmp_path / "plugins"
-    (site / "waitfit-0.1.dist-info").mkdir(parents=True)
-    (site / "waitfit-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: waitfit\nVersion: 0.1\n")
-    (site / "waitfit-0.1.dist-info" / "entry_points.txt").write_text(
-        "[augbench.augmenters]\nwaitfit = waitfit_aug:WaitFit\n")
-    (site / "waitfit_aug.py").write_text(WAIT_FIT)
+    site = _augmenter_plugin(tmp_path, "waitfit", "WaitFit", WAIT_FIT)
     marker = tmp_path / "waited"
     study = write(tmp_path, KILL_STUDY.replace("  - name: none\n", "  - name: none\n  - name: waitfit\n")
                   .replace("seeds: [0, 1, 2]", "seeds: [0]")
