@@ -31,6 +31,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def _shown(path: Path) -> str:
+    """The output path as the command line would name it: relative to the repository when inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="pointmaze-medium-stitch-v0")
@@ -136,7 +144,7 @@ def main() -> int:
         f"Command: `.venv/bin/python benchmarks/tatu_table.py --dataset {args.dataset}"
         + (f" --task {args.task}" if args.task else "")
         + (f" --hopper-episodes {args.hopper_episodes}" if args.dataset == "hopper-random" else "") + f" --preset {args.preset} --aug-config "
-        f"'{args.aug_config}' --device {args.device}`", "",
+        f"'{args.aug_config}' --device {args.device} --out {_shown(args.out)}`", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, device {device}; commit {commit}; "
         f"{time.time() - t0:.0f} s in all. Data: {ds.meta.name}, {len(ds):,} rows, {ds.n_episodes:,} episodes. Config: {json.dumps(cfg.to_dict())}", "",
         "| measurement | value |", "|---|---|",
