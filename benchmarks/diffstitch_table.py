@@ -81,10 +81,8 @@ def main() -> int:
 
     rows_real = np.sort(np.random.default_rng(args.seed).permutation(len(ds))[:20_000])
     s_real, s2_real = np.asarray(ds.observations)[rows_real], np.asarray(ds.next_observations)[rows_real]
-    with torch.no_grad():
-        a_norm = aug.model.inverse(torch.as_tensor(aug.obs_cdf.transform(s_real), device=device),
-                                   torch.as_tensor(aug.obs_cdf.transform(s2_real), device=device))
-    a_inv = np.asarray(aug.act_cdf.inverse(a_norm.cpu()), np.float32)
+    a_inv = np.asarray(aug.actions_between(torch.as_tensor(s_real, device=device),
+                                           torch.as_tensor(s2_real, device=device)).cpu(), np.float32)
     inv_fig = dvr.simulator_dvr(ds, generated_transitions(ds, "inverse-check", {}, rows_real, s_real, s2_real,
                                                           actions=a_inv))
     true_fig = dvr.simulator_dvr(ds, generated_transitions(ds, "inverse-check", {}, rows_real, s_real, s2_real,
