@@ -84,7 +84,7 @@ def main() -> int:
                 fig = dvr.simulator_dvr(ds, generated_transitions(ds, "inverse-check", {}, check, s[check],
                                                                   s2[check], actions=a))
                 err = float(np.abs(a - np.asarray(ds.actions)[check]).mean())
-                rows.append((step, 100 * fig["dvr"], err, float(loss), time.perf_counter() - t0))
+                rows.append((step, 100 * fig["dvr"], err, loss.item(), time.perf_counter() - t0))
                 print(f"{mode} step {step}: DVR {100 * fig['dvr']:.2f} %, |a - a_data| {err:.4f}", flush=True)
         table[mode] = rows
     own = dvr.simulator_dvr(ds, generated_transitions(ds, "inverse-check", {}, check, s[check], s2[check],

@@ -5,6 +5,8 @@
 - `EnsembleMLP`: E independent MLPs evaluated as one batched matmul per layer; input (B, in) or (E, B, in),
   output (E, B, out).  Each member has its own weights and LayerNorm affine parameters.
 - `sample_in_ball`: points uniform in the solid d-ball (Gaussian direction, radius R * u^(1/d)).
+- `InverseDynamics`: DiffStitch's inverse-dynamics MLP [s_t, s_t+1] -> width -> width -> a (ReLU), reading
+  the two states as given ("pair") or as raw [z(s_t), (s_t+1 - s_t) / std(s' - s)] ("delta").
 """
 
 from __future__ import annotations
@@ -118,3 +120,34 @@ def float_tensor(a, device) -> torch.Tensor:
         return a.to(device=device, dtype=torch.float32)
     a = np.asarray(a, dtype=np.float32)
     return torch.as_tensor(a if a.flags.writeable else a.copy(), device=device)
+
+
+class InverseDynamics(nn.Module):
+    """Actions (in the caller's action normalisation) from consecutive states.  `input`: "pair" feeds
+    [s_t, s_t+1] as given (normalised by the caller, as DiffStitch's code); "delta" expects raw states and feeds
+    [(s_t - mean) / std, (s_t+1 - s_t) / std(s' - s)], the scales from `observations` / `next_observations`
+    (buffers: saved with the weights; ones until fitted or loaded).  Layers built with torch's default
+    initialisers under `generator` (`seeded_init`)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, width: int, generator: torch.Generator, input: str = "pair",
+                 observations=None, next_observations=None):
+        super().__init__()
+        if input not in ("pair", "delta"):
+            raise ValueError(f"InverseDynamics: input must be 'pair' or 'delta', got '{input}'")
+        self.input = input
+        with seeded_init(generator):
+            self.net = nn.Sequential(nn.Linear(2 * obs_dim, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+                                     nn.Linear(width, act_dim))
+        stats = np.ones((3, obs_dim), np.float32)
+        if input == "delta" and observations is not None:
+            obs = np.asarray(observations, np.float64)
+            step = np.asarray(next_observations, np.float64) - obs
+            stats = np.stack([obs.mean(0), np.maximum(obs.std(0), 1e-6), np.maximum(step.std(0), 1e-6)])
+        if input == "delta":
+            self.register_buffer("stats", torch.as_tensor(stats, dtype=torch.float32))
+
+    def forward(self, s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
+        if self.input == "delta":
+            mean, std, step = self.stats
+            return self.net(torch.cat([(s - mean) / std, (s_next - s) / step], dim=-1))
+        return self.net(torch.cat([s, s_next], dim=-1))

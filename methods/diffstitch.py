@@ -368,37 +368,22 @@ class _Model:
     @staticmethod
     def build(c: DiffStitchConfig, obs_dim: int, act_dim: int, generator, dataset: Dataset | None = None):
         """`dataset` gives the `delta` input's scales (buffers, saved with the weights); None when loading."""
-        import torch
         from torch import nn
 
         from blocks.backbones import TemporalUnet
-        from blocks.nn import seeded_init
+        from blocks.nn import InverseDynamics
 
         class _Pair(nn.Module):
             def __init__(self):
                 super().__init__()
                 self.unet = TemporalUnet(c.horizon, obs_dim, dim=c.unet_dim, dim_mults=tuple(c.dim_mults),
                                          kernel_size=c.kernel_size, returns_condition=True, generator=generator)
-                with seeded_init(generator):
-                    self.inv = nn.Sequential(nn.Linear(2 * obs_dim, c.inv_width), nn.ReLU(),
-                                             nn.Linear(c.inv_width, c.inv_width), nn.ReLU(),
-                                             nn.Linear(c.inv_width, act_dim))
-
-                if c.inverse_input == "delta":  # raw-unit scales: z(s) and (s' - s) / std(s' - s)
-                    stats = np.ones((3, obs_dim), np.float32)
-                    if dataset is not None:
-                        obs = np.asarray(dataset.observations, np.float64)
-                        step = np.asarray(dataset.next_observations, np.float64) - obs
-                        stats = np.stack([obs.mean(0), np.maximum(obs.std(0), 1e-6),
-                                          np.maximum(step.std(0), 1e-6)]).astype(np.float32)
-                    self.register_buffer("inv_stats", torch.as_tensor(stats))
+                self.inv = InverseDynamics(obs_dim, act_dim, c.inv_width, generator, c.inverse_input,
+                                           *((dataset.observations, dataset.next_observations) if dataset else ()))
 
             def inverse(self, s, s_next):
                 """Normalised actions from consecutive states: normalised ("pair") or raw ("delta") states."""
-                if c.inverse_input == "delta":
-                    mu, sd, step = self.inv_stats
-                    return self.inv(torch.cat([(s - mu) / sd, (s_next - s) / step], dim=-1))
-                return self.inv(torch.cat([s, s_next], dim=-1))
+                return self.inv(s, s_next)
 
         return _Pair()
 

@@ -324,16 +324,16 @@ def test_delta_inverse_input_scales_and_learns_the_point_mass_inverse(toy):
         cfg = DS.resolve_config({"preset": "cpu-smoke", "inverse_input": mode})
         model = _Model.build(cfg, 2, 2, torch.Generator().manual_seed(0), toy)
         if mode == "delta":
-            mu, sd, step = model.inv_stats.numpy()
+            mu, sd, step = model.inv.stats.numpy()
             np.testing.assert_allclose(mu, s.mean(0), rtol=1e-5)
             np.testing.assert_allclose(step, (s2 - s).std(0), rtol=1e-4)
             probe = torch.nn.Linear(4, 4, bias=False)
             torch.nn.init.eye_(probe.weight)
-            inv, model.inv = model.inv, probe
+            net, model.inv.net = model.inv.net, probe
             out = model.inverse(torch.as_tensor(s[:5]), torch.as_tensor(s2[:5])).detach().numpy()
             np.testing.assert_allclose(out, np.concatenate([(s[:5] - mu) / sd, (s2[:5] - s[:5]) / step], 1),
                                        rtol=1e-5, atol=1e-6)
-            model.inv = inv
+            model.inv.net = net
             s_in, s2_in = s, s2
         else:
             s_in, s2_in = obs_cdf.transform(s), obs_cdf.transform(s2)
@@ -356,7 +356,7 @@ def test_delta_inverse_fits_saves_and_stitches(toy):
     state = aug.fitted_state()
     again = DS(aug.config, seed=0)
     again.load_fitted(toy, state)  # the delta scales travel with the weights
-    torch.testing.assert_close(again.model.inv_stats, aug.model.inv_stats)
+    torch.testing.assert_close(again.model.inv.stats, aug.model.inv.stats)
     s = torch.as_tensor(toy.observations[:8])
     torch.testing.assert_close(again.model.inverse(s, s + 0.01), aug.model.inverse(s, s + 0.01))
     aug.begin_sampling(0)

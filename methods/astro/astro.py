@@ -40,7 +40,10 @@ Ablations (the paper's claims as switches; all sampling fields, so they share on
 "euclidean" or "random" (instead of "tdr"), `feedback = "off"`, `actions = "inverse"` (DiffStitch-style: the
 state path is the rollout with its endpoint gap spread linearly over the steps so that it ends exactly at the
 target, and the actions are an inverse-dynamics MLP's, trained on the data; states and actions no longer agree
-by construction), `qualify = False`.
+by construction), `qualify = False`.  The ablation's inverse model is `blocks.nn.InverseDynamics`, DiffStitch's;
+`inverse_input` chooses its input as DiffStitch's option does: "pair" (default: [z(s), z(s')] with the planner's
+state normaliser) or "delta" (raw [z(s), (s' - s) / std], far more accurate on a point maze:
+reports/diffstitch-inverse.md).
 
 Presets: `paper` (every size the defaults; TDR at GAS's), `cpu-small` (minutes on a 2-core CPU, for CPU tables,
 named in them), `cpu-smoke` (tests).
@@ -116,6 +119,7 @@ class AstroConfig(AugmenterConfig):
     ensemble_epochs: int = 200
     inv_width: int = 256
     inv_steps: int = 20_000
+    inverse_input: str = "pair"  # "pair" ([z(s), z(s')]) or "delta" (raw [z(s), ds / std]); module doc
     checkpoint_every: int = 5000
     discount: float = 0.99
     # -- stitching (sampling only: changing these reuses the fit) --
@@ -154,7 +158,8 @@ class AstroConfig(AugmenterConfig):
         choices = {"dynamics": ("dit", "ensemble"), "target_metric": ("tdr", "euclidean", "random"),
                    "prefer": ("return", "softmax", "uniform"), "feedback": ("condition", "guidance", "both", "off"),
                    "actions": ("planned", "inverse"), "join": ("target", "reached"),
-                   "rewards": ("auto", "model", "exact"), "emit": ("bridge", "full")}
+                   "rewards": ("auto", "model", "exact"), "emit": ("bridge", "full"),
+                   "inverse_input": ("pair", "delta")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise BenchError(f"{where}: '{key}' must be one of {', '.join(allowed)}, got '{getattr(self, key)}'")
@@ -350,32 +355,33 @@ class Astro(Augmenter):
         change = np.asarray(dataset.next_observations, np.float64) - np.asarray(dataset.observations, np.float64)
         return np.maximum(change.std(0), 1e-6).astype(np.float32)
 
-    def _inverse_net(self, d: int, a: int):
-        from torch import nn
-
-        from blocks.nn import seeded_init
-
+    def _inverse_net(self, d: int, a: int, dataset: Dataset | None = None):
         import torch
 
-        w = self.config.inv_width
-        with seeded_init(torch.Generator().manual_seed(self.seed)):
-            return nn.Sequential(nn.Linear(2 * d, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU(), nn.Linear(w, a))
+        from blocks.nn import InverseDynamics
+
+        c = self.config
+        return InverseDynamics(d, a, c.inv_width, torch.Generator().manual_seed(self.seed), c.inverse_input,
+                               *((dataset.observations, dataset.next_observations) if dataset else ()))
+
+    def _inverse_in(self, s):
+        """The inverse model's state input: the planner's z-score ("pair") or raw ("delta")."""
+        return self.planner.s_norm.transform(s) if self.config.inverse_input == "pair" else s
 
     def _fit_inverse(self, dataset: Dataset, gen, progress) -> None:
-        """The ablation's inverse dynamics [z(s), z(s')] -> scaled a (DiffStitch's MLP), Adam 1e-3, batch 256."""
+        """The ablation's inverse dynamics (DiffStitch's MLP) -> scaled a, Adam 1e-3, batch 256."""
         import torch
 
         p = self.planner
         d, a = dataset.observations.shape[1], dataset.actions.shape[1]
-        self.inverse = self._inverse_net(d, a).to(self.device)
+        self.inverse = self._inverse_net(d, a, dataset).to(self.device)
         opt = torch.optim.Adam(self.inverse.parameters(), lr=1e-3)
-        obs = p.s_norm.transform(torch.tensor(np.asarray(dataset.observations, np.float32), device=self.device))
-        nxt = p.s_norm.transform(torch.tensor(np.asarray(dataset.next_observations, np.float32),
-                                              device=self.device))
+        obs = self._inverse_in(torch.tensor(np.asarray(dataset.observations, np.float32), device=self.device))
+        nxt = self._inverse_in(torch.tensor(np.asarray(dataset.next_observations, np.float32), device=self.device))
         act = p.a_norm.transform(torch.tensor(np.asarray(dataset.actions, np.float32), device=self.device))
         for i in range(self.config.inv_steps):
             rows = torch.randint(len(obs), (256,), generator=gen, device=self.device)
-            loss = torch.nn.functional.mse_loss(self.inverse(torch.cat([obs[rows], nxt[rows]], 1)), act[rows])
+            loss = torch.nn.functional.mse_loss(self.inverse(obs[rows], nxt[rows]), act[rows])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -479,7 +485,7 @@ class Astro(Augmenter):
             prev = torch.cat([s0[:, None], nxt[:, :-1]], 1)
             p = self.planner
             with torch.no_grad():
-                a_norm = self.inverse(torch.cat([p.s_norm.transform(prev), p.s_norm.transform(nxt)], -1))
+                a_norm = self.inverse(self._inverse_in(prev), self._inverse_in(nxt))
             actions = p.a_norm.inverse(a_norm)
         if c.join == "target":
             nxt[rows, k - 1] = goal
