@@ -54,7 +54,7 @@ Where the code and the paper (or the intent) differ, named options (defaults: th
   the wrap-up already does for the ensemble).  Where s' - s is a near-linear function of a (a point mass), the
   pair input makes the MLP recover a from a difference of two nearby inputs after a non-linear CDF map: on
   pointmaze-medium-stitch's REAL state pairs the pair model's actions violate the true dynamics at 77 % of
-  steps after 6,000 steps of 3,168 pairs, the delta model's at 0.1 % after 300 (reports/diffstitch-inverse.md).
+  steps after 6,000 steps of 3,168 pairs, the delta model's at 0.1 % after 3,000 (reports/diffstitch-inverse.md).
   The `cpu-small` preset uses "delta"; every other preset the code's "pair".
 - `emit` = "full" also writes source prefix + stitch + target suffix as one trajectory ("bridge": the authors,
   only the stitch).
