@@ -138,12 +138,12 @@ class InverseDynamics(nn.Module):
         with seeded_init(generator):
             self.net = nn.Sequential(nn.Linear(2 * obs_dim, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
                                      nn.Linear(width, act_dim))
-        stats = np.ones((3, obs_dim), np.float32)
-        if input == "delta" and observations is not None:
-            obs = np.asarray(observations, np.float64)
-            step = np.asarray(next_observations, np.float64) - obs
-            stats = np.stack([obs.mean(0), np.maximum(obs.std(0), 1e-6), np.maximum(step.std(0), 1e-6)])
         if input == "delta":
+            stats = np.ones((3, obs_dim))
+            if observations is not None:
+                obs = np.asarray(observations, np.float64)
+                step = np.asarray(next_observations, np.float64) - obs
+                stats = np.stack([obs.mean(0), np.maximum(obs.std(0), 1e-6), np.maximum(step.std(0), 1e-6)])
             self.register_buffer("stats", torch.as_tensor(stats, dtype=torch.float32))
 
     def forward(self, s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
