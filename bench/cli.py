@@ -372,7 +372,7 @@ def sweep_cmd(
     archive = sweep.archive_of(study)
     if not dry_run:  # runs finished here before (an older launcher, a crash) join the archive first
         sweep.archive_runs(runs, results_root(), archive)
-    states = sweep.merged_states(sweep.run_states(), archive)
+    states = sweep.merged_states(sweep.run_states(), archive, runs)
     todo = sweep.select(runs, states, force, retry_failed, only)
     counts = sweep.describe(runs, states)
     augs = len(sweep.distinct_augmentations(todo))
@@ -394,7 +394,7 @@ def sweep_cmd(
     _ensure_datasets(todo)
     if any(r.run_id is None for r in todo):
         study, runs = sweep.expand(file)
-        todo = sweep.select(runs, sweep.merged_states(sweep.run_states(), archive), force, retry_failed, only)
+        todo = sweep.select(runs, sweep.merged_states(sweep.run_states(), archive, runs), force, retry_failed, only)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
                   TextColumn("{task.fields[state]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=err) as prog:
@@ -442,7 +442,7 @@ def _say_what_is_left(study, todo, file: Path, kind: str) -> None:
     """Ctrl-C: what this sweep finished, what is left, and how to go on."""
     from bench import sweep
 
-    states = sweep.merged_states(sweep.run_states(), sweep.archive_of(study))
+    states = sweep.merged_states(sweep.run_states(), sweep.archive_of(study), todo)
     done = sum(states.get(r.run_id or "") == "done" for r in todo)
     started = sum(states.get(r.run_id or "") == "incomplete" for r in todo)
     left = len(todo) - done
@@ -459,7 +459,7 @@ def status_cmd(file: Path = typer.Argument(..., help="Study file.")):
     from bench.augment import cache_path
 
     study, runs = sweep.expand(file)
-    states = sweep.merged_states(sweep.run_states(), sweep.archive_of(study))
+    states = sweep.merged_states(sweep.run_states(), sweep.archive_of(study), runs)
     counts = sweep.describe(runs, states)
     flying = sweep.in_flight(study.name)["train"]  # SLURM jobs of this study the scheduler still holds
     jobs = {}

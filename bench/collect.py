@@ -24,9 +24,11 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
 def collect(study_name: str, runs, archive: Path | None = None) -> tuple[Path, Path, int]:
     """`archive`: the study's archive folder; a run this machine lacks is read from there (bench.sweep.archive)."""
     from bench.sweep import merged_states, run_folder, run_states
+    from bench.sweep.archive import archived_recipes
 
     root = results_root()
-    states = merged_states(run_states(root), archive)
+    states = merged_states(run_states(root), archive, runs)
+    recipes = archived_recipes(archive) if archive is not None else {}
     rows, curves = [], []
     for r in runs:
         q = r.request
@@ -35,7 +37,7 @@ def collect(study_name: str, runs, archive: Path | None = None) -> tuple[Path, P
                          "augmenter": q.augmenter, "algo": q.algo, "seed": q.seed,
                          "augmenter_label": r.augmenter_label, "algo_label": r.algo_label})
             continue
-        run_dir = run_folder(r.run_id, root, archive) if r.run_id else root / "runs" / "-"
+        run_dir = run_folder(r.run_id, root, archive, r.recipe_key, recipes) if r.run_id else root / "runs" / "-"
         result_path = run_dir / "result.json"
         if not r.run_id or not result_path.exists():  # recorded too: a report must say what is missing
             state = "pending" if not r.run_id else states.get(r.run_id, "pending")
@@ -55,6 +57,8 @@ def collect(study_name: str, runs, archive: Path | None = None) -> tuple[Path, P
         flat.update({f"config.{k}": v for k, v in
                      pd.json_normalize(result["config"], sep=".").iloc[0].to_dict().items()})
         flat.update({"label": r.label, "augmenter_label": r.augmenter_label, "algo_label": r.algo_label})
+        if flat.get("run_id") != r.run_id:  # archived from another machine, matched by recipe (bench.sweep.archive)
+            flat.update({"archived_run_id": flat.get("run_id"), "run_id": r.run_id})
         rows.append({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in flat.items()})
         curve = pd.read_csv(run_dir / "curve.csv")
         curve.insert(0, "run_id", r.run_id)

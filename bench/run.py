@@ -174,6 +174,25 @@ def run_id(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def data_recipe(dataset) -> dict | None:
+    """How data generated here was made (the generator and its config, from the file's sidecar); None for data
+    read as it is (OGBench / Minari files).  Generated point mazes are bitwise the same on one machine, but not
+    across CPUs (MuJoCo's floating point: seen here, the same generator config and seed gave another content
+    hash on another machine), so a study's archive also matches generated data by recipe (`recipe_key`)."""
+    made = dataset.meta.extra.get("generated_by") if isinstance(dataset.meta.extra, dict) else None
+    return {"generator": "augbench.pointmaze", "config": made} if made else None
+
+
+def recipe_key(config: dict, recipe: dict | None) -> str | None:
+    """The run's identity with the generated data's content hash replaced by its recipe: the same run on another
+    machine.  None for data read as it is (its content is the identity)."""
+    if recipe is None:
+        return None
+    ds = {k: v for k, v in config["dataset"].items() if k != "content_hash"}
+    rest = {k: v for k, v in config.items() if k != "run_id"}  # a result's config also names its run id
+    return run_id({**rest, "dataset": {**ds, "recipe": recipe}})
+
+
 def _write_curve(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["step", "score", "success_rate", "return", "wall_s"])
@@ -317,6 +336,7 @@ def _result(p: Plan, req: RunRequest, state: _Progress, augmentation: dict, t_st
         "git": provenance.git_state(),
         "warnings": state.warnings + trainer.warnings,
         "config": p.config,
+        "data_recipe": data_recipe(p.dataset),
     }
 
 

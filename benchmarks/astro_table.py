@@ -176,6 +176,11 @@ def main() -> int:
          {"target_metric": "euclidean", "d_min": 10 * step, "d_max": 40 * step}),
         ("ASTRO, random targets", {"target_metric": "random"}),
         ("ASTRO, inverse-dynamics actions", {"actions": "inverse"}),
+        # harness options, not ASTRO's: the best of 8 plans per pair; the stitch ends at the model's own last
+        # state (no jump onto the target) within 3 typical steps of the target
+        ("ASTRO, best of 8 plans", {"plans": 8}),
+        ("ASTRO, join at the reached state (reach_tol 3)", {"join": "reached", "reach_tol": 3.0}),
+        ("ASTRO, best of 8, join reached (reach_tol 3)", {"plans": 8, "join": "reached", "reach_tol": 3.0}),
     ]
     keys = ("states", "actions", "rewards", "terminals", "k", "source_episode", "source_step", "target_episode",
             "target_step", "reason", "reach")

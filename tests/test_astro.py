@@ -217,3 +217,27 @@ def test_inverse_ablation_with_delta_input_reads_raw_states(fitted_ensemble, toy
     again._prepare()
     b = again.stitch_batch()
     assert b["n"] > 0 and torch.isfinite(b["actions"]).all()
+
+
+def test_best_of_n_plans_keep_the_plan_nearest_the_target(fitted):
+    """`plans` = 4: four plans per pair in one batch of the planner; each pair keeps its smallest reach error."""
+    aug = sampler(fitted, plans=4)
+    calls = []
+    real = aug.planner.plan
+
+    def spy(s0, goal, k, *args, **kw):
+        p = real(s0, goal, k, *args, **kw)
+        calls.append((s0, goal, k, p))
+        return p
+
+    aug.planner.plan = spy
+    b = aug.stitch_batch()
+    (s0, goal, k, p), = calls  # one planner call for all of them
+    n = b["n"]
+    assert len(s0) == 4 * n and torch.equal(s0[::4], b["states"][:, 0]) and torch.equal(k[::4], b["k"])
+    reach = p.reach.view(n, 4)
+    best = reach.argmin(1)
+    assert torch.equal(b["reach"], reach.min(1).values)
+    assert torch.equal(b["actions"], p.actions.view(n, 4, *p.actions.shape[1:])[torch.arange(n), best])
+    one = sampler(fitted).stitch_batch()  # plans = 1: as before
+    assert one["n"] == n and one["reach"].shape == (n,)

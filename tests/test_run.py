@@ -190,11 +190,12 @@ def test_noise_augmenter_output(toy_file):
 
 
 def test_augmentation_is_cached_and_reused(toy_file, results):
-    _, first = execute(req(augmenter="noise", augmenter_config={"size": 0.2}))
-    _, second = execute(req(augmenter="noise", augmenter_config={"size": 0.2}, steps=20, eval_every=20))
+    # a size no other test generates: the session cache is shared, and a study test runs noise at size 0.2
+    _, first = execute(req(augmenter="noise", augmenter_config={"size": 0.25}))
+    _, second = execute(req(augmenter="noise", augmenter_config={"size": 0.25}, steps=20, eval_every=20))
     assert first["augmentation"]["from_cache"] is False and second["augmentation"]["from_cache"] is True
     assert first["augmentation"]["cache_key"] == second["augmentation"]["cache_key"]
-    assert first["augmentation"]["generated"] == round(0.2 * 6000)
+    assert first["augmentation"]["generated"] == round(0.25 * 6000)
 
 
 @pytest.mark.parametrize("kw,match", [

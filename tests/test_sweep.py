@@ -299,6 +299,60 @@ def test_archived_runs_count_as_done_on_a_fresh_machine_and_collect_from_the_arc
     assert n == 4 and collect(study.name, runs)[2] == 2  # without the archive only this machine's two
 
 
+def test_a_run_archived_on_another_machine_matches_by_the_data_recipe(tmp_path, toy_file, results):
+    """Generated data differs bitwise across CPUs (MuJoCo's floating point), and with it the content hash and the
+    run id.  An archived run whose data came from the same generator config and seed is still the same run: the
+    sweep counts it as done, collect reads it, and the report says the runs trained on two generations.  A run
+    without a data recipe (data read as it is) matches by run id only."""
+    import shutil
+
+    from bench.io import write_json
+    from bench.run import run_id
+
+    (tmp_path / "sweeps").mkdir()
+    p = write(tmp_path / "sweeps", TINY + "archive: ../reports/tiny/runs\n")
+    cli = [sys.executable, "-m", "bench.cli", "sweep", str(p)]
+    assert subprocess.run(cli + ["--only", "*/none/*"], capture_output=True, text=True).returncode == 0
+    archive = tmp_path / "reports" / "tiny" / "runs"
+    for d in list(archive.iterdir()):  # as another machine would have filed them: another content hash
+        result = json.loads((d / "result.json").read_text())
+        assert result["data_recipe"]["config"]["seed"] == 0
+        cfg = {k: v for k, v in result["config"].items() if k != "run_id"}
+        cfg["dataset"] = {**cfg["dataset"], "content_hash": "f" * 32}
+        rid = run_id(cfg)
+        result.update(run_id=rid, config={**cfg, "run_id": rid})
+        write_json(d / "result.json", result)
+        write_json(d / "config.json", {**cfg, "run_id": rid})
+        d.rename(archive / rid)
+    shutil.rmtree(results)
+    env = {**os.environ, "COLUMNS": "200"}
+    dry = subprocess.run(cli + ["--dry-run"], capture_output=True, text=True, env=env)
+    assert dry.returncode == 0 and "2 to run" in dry.stdout and "done: 2" in dry.stdout, dry.stdout
+    res = subprocess.run(cli, capture_output=True, text=True)
+    assert res.returncode == 0 and "2 runs done" in res.stdout and "archive: 2 runs added" in res.stdout, res.stdout
+    study, runs = sweep.expand(p)
+    from bench.collect import collect
+
+    runs_path, curves_path, n = collect(study.name, runs, sweep.archive_of(study))
+    frame = pd.read_parquet(runs_path)
+    assert n == 4 and set(frame["status"]) == {"done"}
+    assert set(frame["run_id"]) == {r.run_id for r in runs}  # the planned ids, curves joined to them
+    assert set(pd.read_parquet(curves_path)["run_id"]) == set(frame["run_id"])
+    assert frame["archived_run_id"].notna().sum() == 2
+    rep = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(p), "--out", str(tmp_path / "rep"),
+                          "--no-show"], capture_output=True, text=True)
+    assert rep.returncode == 0, rep.stderr
+    text = (tmp_path / "rep" / "index.md").read_text()
+    assert "2 bitwise-different generations" in text and "ffffffff (2 runs)" in text, text[:3000]
+    for d in archive.iterdir():  # without a recipe (data read as it is): the other machine's runs do not match
+        if (d / "result.json").read_text().count("f" * 32):
+            result = json.loads((d / "result.json").read_text())
+            result["data_recipe"] = None
+            write_json(d / "result.json", result)
+    dry = subprocess.run(cli + ["--dry-run"], capture_output=True, text=True, env=env)
+    assert dry.returncode == 0 and "2 to run" in dry.stdout, dry.stdout
+
+
 SPY = """\
 import os, sys
 import bench.sweep.local as local

@@ -336,7 +336,25 @@ def _header(ctx: Context) -> str:
                   + (" (some runs from a dirty tree)" if done.get("git.dirty", pd.Series([False])).any() else "")
                   + f". Device(s): {', '.join(devices) or 'unknown'}.",
                   "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + ".", ""]
+        lines += _generations(done)
     return "\n".join(lines)
+
+
+def _generations(done: pd.DataFrame) -> list[str]:
+    """A note for each dataset whose runs trained on more than one generation of it (data generated here is
+    bitwise machine-dependent; the archive matches such runs by recipe: bench/sweep/archive.py)."""
+    col = "config.dataset.content_hash"
+    if col not in done.columns:
+        return []
+    out = []
+    for name, g in done.groupby("dataset", sort=True):
+        counts = g[col].dropna().value_counts()
+        if len(counts) > 1:
+            parts = ", ".join(f"{h[:8]} ({n} runs)" for h, n in sorted(counts.items()))
+            out.append(f"> **Data generations:** the runs on {name} trained on {len(counts)} bitwise-different "
+                       f"generations of it, each from the same generator config and seed on another machine "
+                       f"(floating point differs across CPUs): content hashes {parts}.")
+    return out + [""] if out else []
 
 
 def build_report(frame: pd.DataFrame, curves: pd.DataFrame, out: Path, source: str) -> Path:

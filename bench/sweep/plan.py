@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import BenchError, ConfigError, DatasetMissing, NotApplicable
-from bench.run import Resolved, RunRequest, canonical_config, results_root, run_id
+from bench.run import Resolved, RunRequest, canonical_config, data_recipe, recipe_key, results_root, run_id
 from bench.sweep.schema import AlgoEntry, AugmenterEntry, Study, _line_of, load_study
 
 
@@ -20,6 +20,7 @@ class PlannedRun:
     run_id: str | None  # None when the dataset is not there yet
     aug_key: str | None
     applicable: bool = True
+    recipe_key: str | None = None  # generated data: the run's identity across machines (bench.run.recipe_key)
 
     @property
     def label(self) -> str:
@@ -113,6 +114,7 @@ def expand(path: Path | str, load_data: bool = True) -> tuple[Study, list[Planne
                     pass  # planned without run ids; `bench sweep` makes or asks for it before running
                 except BenchError as e:
                     fail(("datasets", di), str(e))
+            recipe = data_recipe(dataset) if dataset is not None else None
             for ai, a in enumerate(study.augmenters):
                 for gi, g in enumerate(study.algos):
                     resolved = pairs[ai, gi]
@@ -122,11 +124,12 @@ def expand(path: Path | str, load_data: bool = True) -> tuple[Study, list[Planne
                         if isinstance(resolved, BenchError):
                             runs.append(PlannedRun(req, **labels, run_id=None, aug_key=None, applicable=False))
                             continue
-                        rid = key = None
+                        rid = key = rkey = None
                         if dataset is not None:
-                            rid = run_id(canonical_config(req, dataset, device, resolved))
+                            config = canonical_config(req, dataset, device, resolved)
+                            rid, rkey = run_id(config), recipe_key(config, recipe)
                             key = cache_key(dataset, a.name, aug_dicts[ai], seed)
-                        runs.append(PlannedRun(req, **labels, run_id=rid, aug_key=key))
+                        runs.append(PlannedRun(req, **labels, run_id=rid, aug_key=key, recipe_key=rkey))
     return study, runs
 
 

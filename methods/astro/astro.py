@@ -22,6 +22,8 @@ Choices made here (ASTRO publishes none of them), each a config option:
 - Stitch length: k = ceil(`length_scale` x TDR distance) clamped to [min_length, horizon]: the TDR distance
   approximates the number of steps (`fixed_length` > 0: always k steps, an ablation).  The window [10, 40] with
   horizon 40 keeps ASTRO's stitches as long as DiffStitch's (10-39 steps).
+- `plans` (1): action plans sampled per (source, target) pair, in one batch; the pair keeps the plan whose
+  rollout ends nearest the target (best of N, a harness option: ASTRO describes one plan per pair).
 - `join` = "target": the stitch's last next state is the target state itself (the stitch then continues into
   the target's trajectory; the joining step's model error is what the reach check bounds); "reached": the
   dynamics model's own last state.
@@ -80,7 +82,7 @@ class AstroConfig(AugmenterConfig):
         "discount": "(0, 1]", "d_min": "[0, inf)", "d_max": "(0, inf)", "candidates": "[1, 1000000]",
         "temperature": "(0, inf)", "consistency": "[1, inf)", "source_fraction": "(0, 1]",
         "sources_per_iteration": "[1, 1000000]", "length_scale": "(0, inf)", "fixed_length": "[0, 1000]",
-        "feedback_every": "[1, 10000]", "guidance_scale": "[0, inf)", "noise_scale": "[0, inf)",
+        "feedback_every": "[1, 10000]", "plans": "[1, 1024]", "guidance_scale": "[0, inf)", "noise_scale": "[0, inf)",
         "reach_tol": "(0, inf)", "delta": "(0, inf)", "delta_quantile": "[0, 1)", "budget": "[1, 1000000000]",
         "max_iterations": "[1, 100000000]",
     }
@@ -136,6 +138,7 @@ class AstroConfig(AugmenterConfig):
     fixed_length: int = 0
     feedback: str = "condition"  # "condition", "guidance", "both", or the ablation "off"
     feedback_every: int = 1
+    plans: int = 1  # action plans sampled per (source, target); the one that ends nearest the target is kept
     guidance_scale: float = 1.0
     noise_scale: float = 1.0
     actions: str = "planned"  # "planned", or the ablation "inverse"
@@ -226,7 +229,8 @@ class Astro(Augmenter):
     presets = PRESETS
     sample_fields = ("target_metric", "d_min", "d_max", "candidates", "prefer", "temperature", "consistency",
                      "source_fraction", "sources_per_iteration", "length_scale", "fixed_length", "feedback",
-                     "feedback_every", "guidance_scale", "noise_scale", "actions", "join", "reach_tol", "delta",
+                     "feedback_every", "plans", "guidance_scale", "noise_scale", "actions", "join", "reach_tol",
+                     "delta",
                      "delta_quantile", "qualify", "check_return", "rewards", "emit", "budget", "max_iterations")
     limit_fields = ("budget", "max_iterations")
 
@@ -439,6 +443,20 @@ class Astro(Augmenter):
         c = self.config
         return float(np.quantile(self.model_error, c.delta_quantile)) if c.delta_quantile > 0 else c.delta
 
+    def _best_plan(self, s0, goal, k):
+        """`plans` action plans per pair in one batch; each pair keeps the one with the smallest reach error."""
+        import torch
+
+        from methods.astro.planner import Plan
+
+        c, n = self.config, len(s0)
+        if c.plans == 1:
+            return self.planner.plan(s0, goal, k, self.dynamics, self.torch_generator, feedback=c.feedback)
+        rep = lambda x: x.repeat_interleave(c.plans, 0)  # noqa: E731
+        p = self.planner.plan(rep(s0), rep(goal), rep(k), self.dynamics, self.torch_generator, feedback=c.feedback)
+        best = p.reach.view(n, c.plans).argmin(1) + torch.arange(n, device=p.reach.device) * c.plans
+        return Plan(actions=p.actions[best], states=p.states[best], reach=p.reach[best], history=p.history)
+
     def stitch_batch(self) -> dict:
         """One iteration: `sources_per_iteration` sources, each stitched or rejected (the reason: -1 accepted,
         else an index of REASONS).  Batched on the device."""
@@ -471,7 +489,7 @@ class Astro(Augmenter):
         else:
             k = torch.ceil(c.length_scale * dist.nan_to_num(float(H))).long().clamp(c.min_length, H)
         s0, goal = self.obs[s_row], self.obs[t_row]
-        plan = self.planner.plan(s0, goal, k, self.dynamics, g, feedback=c.feedback)
+        plan = self._best_plan(s0, goal, k)
         pos = torch.arange(H, device=dev)
         rows = torch.arange(n, device=dev)
         reached = plan.states  # (n, H, d): s^_1 .. s^_H
