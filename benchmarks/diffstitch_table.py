@@ -56,7 +56,7 @@ def main() -> int:
     from bench import data, dvr
     from bench.data.show import _draw_maze
     from methods import AUGMENTERS
-    from methods.diffstitch import REASONS
+    from methods.diffstitch import REASONS, assemble_stitches
 
     device = "cpu" if args.device.startswith("cpu") else args.device
     t_all = time.time()
@@ -105,7 +105,7 @@ def main() -> int:
     reason, k = b["reason"], b["k"].astype(int)
     accepted = reason == -1
     n = len(k)
-    every = aug._assemble(b)  # every stitch that found a target, as bridge segments, in order
+    every = assemble_stitches(aug, ds, b, "bridge")  # every stitch that found a target, as bridge segments, in order
     rows: dict = {}
     fig = dvr.simulator_dvr(ds, every, per_row=rows)
     viol = (rows["error"] > dvr.DEFAULT_TOLERANCE) | rows["invalid"]
