@@ -359,10 +359,9 @@ def ddpm_loss(net: Callable, x0: torch.Tensor, known_mask: torch.Tensor | None, 
     return (err * unknown).sum() / denom
 
 
-@torch.no_grad()
 def ddpm_sample(net: Callable, shape, schedule: DDPMSchedule, cfg: DDPMConfig, generator: torch.Generator,
                 known_mask: torch.Tensor | None = None, known_values: torch.Tensor | None = None,
-                cond: torch.Tensor | None = None, callback: Callable | None = None) -> torch.Tensor:
+                cond: torch.Tensor | None = None, callback: Callable | None = None, grad: bool = False) -> torch.Tensor:
     """Decision Diffuser's ancestral sampler with inpainting and classifier-free guidance (module docstring).
 
     `net(x, t, cond, keep)` predicts eps; t is a (B,) long tensor of the step.  With `cond` (B, c) every step makes
@@ -370,7 +369,14 @@ def ddpm_sample(net: Callable, shape, schedule: DDPMSchedule, cfg: DDPMConfig, g
     eps_u + w (eps_c - eps_u); without cond it calls net(x, t, None, None).  Known positions (bool `known_mask`
     and `known_values`, broadcastable to `shape`) are written before the loop and after every step;
     `callback(i, x)` runs after step i.  Float32 on the schedule's device (where `generator` must live).
+    Without gradients unless `grad`: then the sample is the reparameterised one, differentiable w.r.t. whatever
+    `net`'s conditioning depends on, its noise fixed by `generator`.
     """
+    with torch.set_grad_enabled(grad):
+        return _ddpm_sample(net, shape, schedule, cfg, generator, known_mask, known_values, cond, callback)
+
+
+def _ddpm_sample(net, shape, schedule, cfg, generator, known_mask, known_values, cond, callback) -> torch.Tensor:
     cfg.validate()
     if schedule.steps != cfg.steps:
         raise ValueError(f"schedule has {schedule.steps} steps but cfg.steps is {cfg.steps}")

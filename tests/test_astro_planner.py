@@ -17,7 +17,7 @@ class PointDynamics:
     def __init__(self, calls=None):
         self.calls = calls
 
-    def rollout_grad(self, s0, actions):
+    def rollout_grad(self, s0, actions, generator=None):
         out, s = [], s0
         for j in range(actions.shape[1]):
             s = (s + 0.1 * actions[:, j]).clamp(-1.0, 1.0)

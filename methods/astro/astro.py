@@ -177,9 +177,6 @@ class AstroConfig(AugmenterConfig):
         for w, h, name in ((self.width, self.heads, "width"), (self.dyn_width, self.dyn_heads, "dyn_width")):
             if w % 2 or w % h:
                 raise BenchError(f"{where}: '{name}' ({w}) must be even and divisible by its heads ({h})")
-        if self.feedback in ("guidance", "both") and self.dynamics != "ensemble":
-            raise BenchError(f"{where}: feedback '{self.feedback}' needs a differentiable rollout: dynamics "
-                             f"'ensemble' (the diffusion dynamics model gives 'condition' feedback)")
 
 
 _SMALL = {"tdr_hidden": (128, 128), "tdr_steps": 20_000, "tdr_batch": 128, "tdr_expectile": 0.9, "tdr_lr": 3e-3,

@@ -42,8 +42,13 @@ kind "dit" (ASTRO's diffusion transformer, `blocks.backbones.SequenceDiT` traine
   the dynamics (stochastic ones included) should not do by default.  0 gives the sampler's deterministic path.
 - Optimiser: AdamW with zero weight decay (= Adam), lr 3e-4, batch 256, as DiT trains (no weight decay); no EMA of
   the weights and no gradient clipping, to keep the recipe small (add them if long runs prove noisy).
-- `rollout_grad` raises NotImplementedError for this kind: a gradient through 20 stochastic denoising steps is
-  neither cheap nor the gradient of the dynamics; guidance needs the ensemble.
+- `rollout_grad` (for gradient-guided feedback) runs the same sampler with autograd on: given the generator, the
+  noise of every denoising step is fixed, so the rollout is the reparameterised sample, a deterministic and
+  differentiable function of the actions (and s_0) through every denoising step; where the x0 clip binds it
+  passes no gradient.  This is the gradient of one draw of the model's law of the future states (with
+  `sample_noise` 0: of the sampler's deterministic path), not of a mean: a choice made here, since a sample is
+  what ASTRO's feedback compares with the plan.  It costs the sampler's forward and backward passes, all steps'
+  activations kept (`chunk` rows at a time).
 
 kind "ensemble" (the repo's autoregressive Gaussian ensemble, `blocks.dynamics.GaussianEnsemble`, TATU's recipe):
 `EnsembleConfig(members, elites, hidden=(ensemble_width,) * ensemble_layers, max_epochs=ensemble_epochs)` fitted
@@ -329,7 +334,8 @@ class DynamicsModel:
                for i in range(0, s0.shape[0], self.cfg.chunk)]
         return torch.cat(out) if out else s0.new_zeros(0, actions.shape[1], self.obs_dim)
 
-    def _dit_rollout(self, s0: torch.Tensor, actions: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def _dit_rollout(self, s0: torch.Tensor, actions: torch.Tensor, gen: torch.Generator,
+                     grad: bool = False) -> torch.Tensor:
         batch, length, L = s0.shape[0], actions.shape[1], self.cfg.horizon
         valid = (torch.arange(L, device=self.device) < length)[None, :, None].expand(batch, L, 1)
         act = torch.zeros(batch, L, self.act_dim, device=self.device)
@@ -338,7 +344,7 @@ class DynamicsModel:
         cond = self.obs_norm.transform(s0)
         x = ddpm_sample(self._denoiser(cond, seq), (batch, L, self.obs_dim),
                         self.schedule, self.cfg.ddpm(), gen, known_mask=~valid,
-                        known_values=torch.zeros((), device=self.device))
+                        known_values=torch.zeros((), device=self.device), grad=grad)
         return x[:, :length] * self.scale[:length] + s0[:, None, :]
 
     def _ensemble_rollout(self, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -349,14 +355,21 @@ class DynamicsModel:
             out.append(s)
         return torch.stack(out, dim=1)
 
-    def rollout_grad(self, s0, actions) -> torch.Tensor:
-        """The ensemble's rollout (as `rollout`) with gradients w.r.t. `actions` (and s0) for guidance; the
-        inputs must be float32 tensors on the model's device for the gradient to reach them."""
+    def rollout_grad(self, s0, actions, generator: torch.Generator | None = None) -> torch.Tensor:
+        """`rollout` with gradients w.r.t. `actions` (and s0) for guidance; the inputs must be float32 tensors on
+        the model's device for the gradient to reach them.  Kind "dit" draws its sampler's noise from `generator`
+        (required there: the same generator state gives the same rollout as `rollout`); the ensemble draws none."""
         self._require_fit()
-        if self.cfg.kind != "ensemble":
-            raise NotImplementedError("DynamicsModel.rollout_grad: the DiT's rollout is a stochastic 20-step "
-                                      "sampler with no cheap faithful gradient; guidance needs kind 'ensemble'")
-        return self._ensemble_rollout(*self._inputs(s0, actions))
+        s0, actions = self._inputs(s0, actions)
+        if self.cfg.kind == "ensemble":
+            return self._ensemble_rollout(s0, actions)
+        if generator is None:
+            raise ValueError("DynamicsModel.rollout_grad: kind 'dit' needs the generator its sampler's noise comes "
+                             "from")
+        gen = _on(generator, self.device)
+        with torch.enable_grad():
+            return torch.cat([self._dit_rollout(s0[i:i + self.cfg.chunk], actions[i:i + self.cfg.chunk], gen, True)
+                              for i in range(0, s0.shape[0], self.cfg.chunk)])
 
     # -- save / load ------------------------------------------------------------------------------------------
     def to_state(self) -> dict:

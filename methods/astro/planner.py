@@ -30,7 +30,7 @@ shared/reference/astro-facts.md); everything below is chosen here, each choice a
     and is then trained with that feedback as its condition (ASTRO's order: TDR, dynamics, then the planner with
     the dynamics frozen).
   * "guidance": a gradient step on x0_hat against the endpoint and known-state deviation, through a
-    differentiable rollout (`rollout_grad`; the ensemble dynamics), x0 <- x0 - `guidance_scale` * grad of the
+    differentiable rollout (`rollout_grad`: either dynamics model), x0 <- x0 - `guidance_scale` * grad of the
     mean squared z-deviation, turned back into epsilon; the planner's condition carries no feedback.
   * "both": guidance and condition.  "off": neither (the ablation; the same fitted planner).
   `feedback_every` > 1 refreshes the feedback only every that many steps (the last value is reused between).
@@ -154,7 +154,7 @@ class ActionPlanner:
         """Execute the clean-action estimate x0 (B, H, a) through the dynamics model: the feedback channels
         (B, H, 3d + 1), the reached states (B, H, d) and the endpoint error."""
         actions = self.a_norm.inverse(x0)
-        reached = dynamics.rollout_grad(s0, actions) if grad else dynamics.rollout(s0, actions, generator)
+        reached = dynamics.rollout_grad(s0, actions, generator) if grad else dynamics.rollout(s0, actions, generator)
         z_reached, z_target = self._z(reached), self._z(target_seq)
         rows = torch.arange(len(k), device=k.device)
         end_dev = (z_target[rows, k - 1] - z_reached[rows, k - 1])[:, None]  # (B, 1, d)
