@@ -181,6 +181,8 @@ def main() -> int:
         ("ASTRO, best of 8 plans", {"plans": 8}),
         ("ASTRO, join at the reached state (reach_tol 3)", {"join": "reached", "reach_tol": 3.0}),
         ("ASTRO, best of 8, join reached (reach_tol 3)", {"plans": 8, "join": "reached", "reach_tol": 3.0}),
+        # gradient guidance through the dynamics model's rollout on top of the conditioning feedback
+        ("ASTRO, feedback both (condition + guidance)", {"feedback": "both"}),
     ]
     keys = ("states", "actions", "rewards", "terminals", "k", "source_episode", "source_step", "target_episode",
             "target_step", "reason", "reach")

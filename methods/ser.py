@@ -21,8 +21,10 @@ Options that deviate from the authors (defaults are the authors'):
 - `drop_timeouts = False` keeps the last step of truncated episodes (its s' is known here).
 - `clip_actions = True` clips generated actions to the action space (the authors do not; S8).
 - `model_terminals = False` leaves the terminal out of the sample (then every generated step is non-terminal).
-- `amp = "bf16"` runs training and sampling under bfloat16 autocast on CUDA (a speed option; its effect on the
-  samples is measured in reports/ser.md); the authors train in float32.
+- `amp = "bf16"` runs training and sampling under bfloat16 autocast on the model's device (CUDA, or a CPU with
+  bf16 matmuls; a speed option whose effect on speed and on the samples is measured by benchmarks/ser_amp.py in
+  reports/ser-amp.md); the authors train in float32.  The loss, the optimiser and the sampler's arithmetic
+  between network calls stay float32 (autocast covers the network only; its output is cast back).
 - `batch_size > 0` overrides the data-size rule.
 Ablation switches for the method's claims: `model_terminals`, `sample_steps` (sampler budget), `s_churn = 0`
 (deterministic Heun), and the agent's mix: `--mix synthetic` (the authors' offline setting, S9: the agent sees
@@ -67,7 +69,7 @@ class SERConfig(AugmenterConfig):
     ema_every: int = 10
     drop_timeouts: bool = True
     model_terminals: bool = True
-    amp: str = "off"  # "off" or "bf16" (CUDA autocast; a deviation, see the module doc)
+    amp: str = "off"  # "off" or "bf16" (autocast on the device; a deviation, see the module doc)
     checkpoint_every: int = 5000
     # sampling only (changing them reuses the fitted model)
     num_samples: int = 5_000_000
@@ -128,8 +130,8 @@ class SynthER(Augmenter):
 
         import torch
 
-        if self.config.amp == "bf16" and str(self.device).startswith("cuda"):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.config.amp == "bf16":
+            return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     # -- fit --------------------------------------------------------------------------------------------------
