@@ -125,3 +125,21 @@ def test_ser_end_to_end_through_bench_run_synthetic_only(tmp_path, toy_file, res
     assert result["augmentation"]["generated"] == 2000 and result["config"]["mix"]["mode"] == "synthetic"
     assert result["config"]["augmenter"]["config"]["width"] == 64  # the preset's values are the config
     assert result["augmentation"]["dvr"]["source"] == "simulator"
+
+
+def test_bf16_autocast_runs_on_the_cpu_and_changes_the_arithmetic_only(toy):
+    """`amp: bf16` trains and samples under bfloat16 autocast on the model's device (here the CPU): finite float32
+    samples of the same layout, close to the float32 run's (same seeds) but not bitwise equal to them."""
+    out = {}
+    for amp in ("off", "bf16"):
+        aug = SER(smoke(train_steps=30, num_samples=256, sample_batch=128, amp=amp), seed=4)
+        aug.fit(toy)
+        aug.begin_sampling(11)
+        out[amp] = aug.generate()
+    a, b = out["off"], out["bf16"]
+    assert b.observations.dtype == a.observations.dtype and b.observations.shape == a.observations.shape
+    assert np.isfinite(b.observations).all() and np.isfinite(b.actions).all()
+    assert not np.array_equal(a.observations, b.observations)
+    # same seeds, same data: the bf16 run's samples follow the float32 run's (rounding, not another model)
+    spread = np.asarray(a.observations).std(0)
+    assert (np.abs(np.asarray(b.observations).mean(0) - np.asarray(a.observations).mean(0)) < 0.5 * spread).all()
