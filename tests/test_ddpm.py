@@ -205,6 +205,24 @@ def test_sampler_is_deterministic_and_clamps():
     assert a.abs().max() <= 1.0 + 1e-6  # last step: x = posterior mean at t = 0 = clamped x0_hat
 
 
+def test_sampler_is_gradient_free_unless_asked_and_then_reparameterised():
+    """Default: no graph even when the net's conditioning needs grad.  grad=True: the same sample (same noise), and
+    for eps = -w x (linear in w) with no clip its derivative in w equals central differences."""
+    cfg = DDPMConfig(steps=6, noise_scale=1.0, clip_denoised=None)
+    sch = DDPMSchedule(cfg)
+    w = torch.tensor(0.3, requires_grad=True)
+    net = lambda x, t, c, k: -w * x  # noqa: E731
+    plain = ddpm_sample(net, (4, 2, 3), sch, cfg, gen(7))
+    assert not plain.requires_grad
+    out = ddpm_sample(net, (4, 2, 3), sch, cfg, gen(7), grad=True)
+    assert out.requires_grad and torch.equal(out.detach(), plain)
+    (g,) = torch.autograd.grad(out.sum(), w)
+    with torch.no_grad():
+        f = [float(ddpm_sample(lambda x, t, c, k, v=v: -v * x, (4, 2, 3), sch, cfg, gen(7)).sum()) for v in
+             (0.3 + 1e-3, 0.3 - 1e-3)]
+    assert abs((f[0] - f[1]) / 2e-3 - float(g)) <= 1e-2 * abs(float(g)) + 1e-3
+
+
 # ------------------------------------------------------------------------------------- inpainting and guidance
 
 def test_inpainting_holds_after_every_step():
