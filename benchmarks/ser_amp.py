@@ -4,7 +4,7 @@ samples (moments against the data, true DVR).
     .venv/bin/python benchmarks/ser_amp.py [--device cpu:0] [--preset cpu-small] [--samples 100000]
         [--dataset pointmaze-medium-stitch-v0] [--reps 3] [--out reports/ser-amp.md]
 
-1. Speed: training steps/s and samples/s of SER's denoiser at the named preset and at the paper's size (width
+1. Speed (benchmarks/ser_table.py's `speed`): training steps/s and samples/s of SER's denoiser at the named preset and at the paper's size (width
    2048, 6 blocks), float32 against bf16 autocast, on the same device in the same run, the two modes interleaved
    `--reps` times (the median of each is reported, and the ratio bf16 / float32 of the medians).
 2. Samples: SER fitted and sampled twice on `--dataset` with the same preset, seed and sample seed, once per
@@ -31,57 +31,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.ser_table import linear_macs  # noqa: E402
+from benchmarks.ser_table import speed  # noqa: E402
 
 MODES = ("off", "bf16")
-
-
-def timed(cfg_over: dict, device: str, train_steps: int, samples: int, dim: int) -> dict:
-    """One measurement of training steps/s and samples/s (the augmenter's own autocast context) on random data."""
-    import torch
-
-    from blocks.diffusion import EDMConfig, edm_loss, heun_sampler
-    from methods.ser import SynthER
-
-    cfg = SynthER.resolve_config(cfg_over)
-    aug = SynthER(cfg, seed=0, device=device)
-    model = aug._model(dim)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
-    gen = torch.Generator(device=torch.device(device)).manual_seed(0)
-    data = torch.randn(50_000, dim, generator=gen, device=device)
-    batch = cfg.batch_size or 256
-
-    def step():
-        rows = torch.randint(len(data), (batch,), generator=gen, device=device)
-        with aug._autocast():
-            loss = edm_loss(model, data[rows], EDMConfig(), gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    step()
-    sync()
-    t = time.perf_counter()
-    for _ in range(train_steps):
-        step()
-    sync()
-    train_s = time.perf_counter() - t
-    model.eval()
-    t = time.perf_counter()
-    with torch.no_grad(), aug._autocast():
-        x = heun_sampler(lambda z, s, c: model(z, s, c).float(), (samples, dim), EDMConfig(steps=cfg.sample_steps),
-                         gen, device=device)
-    x.sum().item()
-    sample_s = time.perf_counter() - t
-    macs = linear_macs(model)
-    return {"steps_per_s": train_steps / train_s, "samples_per_s": samples / sample_s,
-            "train_flops": 3 * 2 * macs * batch * train_steps / train_s,
-            "sample_flops": 2 * macs * (2 * cfg.sample_steps - 1) * samples / sample_s,
-            "width": cfg.width, "depth": cfg.depth, "batch": batch, "sample_steps": cfg.sample_steps}
 
 
 def vectors(ds) -> np.ndarray:
@@ -128,7 +80,7 @@ def main() -> int:
         runs = {m: [] for m in MODES}
         for _ in range(args.reps):
             for m in MODES:  # interleaved, so load changes hit both modes alike
-                runs[m].append(timed({**over, "amp": m}, device, steps, samples, dim))
+                runs[m].append(speed({**over, "amp": m}, device, steps, samples, dim))
         med = {m: {k: statistics.median(r[k] for r in runs[m]) for k in ("steps_per_s", "samples_per_s")}
                for m in MODES}
         r0 = runs["off"][0]

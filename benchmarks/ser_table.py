@@ -49,7 +49,8 @@ def matmul_flops(device: str, width: int = 2048, batch: int = 4096, reps: int = 
 
 
 def speed(cfg_over: dict, device: str, train_steps: int, samples: int, dim: int) -> dict:
-    """Training steps/s and samples/s of SER's model with these settings (synthetic data of `dim` columns)."""
+    """Training steps/s and samples/s of SER's model with these settings (synthetic data of `dim` columns), under
+    the config's `amp`."""
     import torch
     from ema_pytorch import EMA
 
@@ -67,7 +68,8 @@ def speed(cfg_over: dict, device: str, train_steps: int, samples: int, dim: int)
 
     def step():
         rows = torch.randint(len(data), (batch,), generator=gen, device=device)
-        loss = edm_loss(model, data[rows], EDMConfig(), gen)
+        with aug._autocast():  # the config's `amp` (off: no autocast)
+            loss = edm_loss(model, data[rows], EDMConfig(), gen)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -84,7 +86,8 @@ def speed(cfg_over: dict, device: str, train_steps: int, samples: int, dim: int)
     train_s = time.perf_counter() - t
     edm = EDMConfig(steps=cfg.sample_steps)
     t = time.perf_counter()
-    x = heun_sampler(lambda z, s, c: ema.ema_model(z, s, c), (samples, dim), edm, gen, device=device)
+    with torch.no_grad(), aug._autocast():
+        x = heun_sampler(lambda z, s, c: ema.ema_model(z, s, c).float(), (samples, dim), edm, gen, device=device)
     x.sum().item()
     sample_s = time.perf_counter() - t
     macs = linear_macs(model)
