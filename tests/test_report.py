@@ -95,8 +95,8 @@ def test_dvr_section_known_answer(tmp_path):
 def test_plots_use_the_metric_range():
     from bench.report.build import metric_range
 
-    assert metric_range([0.0, 0.0, 0.0]) == (0.0, 102.0)  # a study of zeros: flat at 0 on a 0-100 axis
-    assert metric_range([]) == (0.0, 102.0)
+    assert metric_range([0.0, 0.0, 0.0]) == (-2.0, 102.0)  # a study of zeros: flat at 0, clear of the frame
+    assert metric_range([]) == (-2.0, 102.0)
     lo, hi = metric_range([-5.0, 110.0, float("nan")])  # D4RL scores may leave 0-100: widened, not clipped
     assert lo < -5.0 and hi > 110.0
 

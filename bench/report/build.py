@@ -117,12 +117,13 @@ def published_vs_measured(ctx: Context) -> str:
 def metric_range(values) -> tuple[float, float]:
     """Axis limits on the metric's own scale: 0-100 (success rate in %, normalised score), widened only where a
     value lies outside (a D4RL normalised score can exceed 100 or fall below 0), so that a study of zeros shows
-    flat lines at 0 rather than an axis autoscaled to +-0.04."""
+    flat lines at 0 rather than an axis autoscaled to +-0.04.  Padded by 2 % at both ends, so that a line at 0 or
+    100 stands clear of the frame instead of hiding in it."""
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
     lo, hi = (min(0.0, float(v.min())), max(100.0, float(v.max()))) if len(v) else (0.0, 100.0)
     pad = 0.02 * (hi - lo)
-    return lo - (pad if lo < 0 else 0.0), hi + pad
+    return lo - pad, hi + pad
 
 
 def plots(ctx: Context) -> str:
@@ -157,8 +158,10 @@ def plots(ctx: Context) -> str:
 
     if not ctx.curves.empty:
         cur = ctx.curves.merge(done[["run_id", "algo", "augmenter_label"]], on="run_id")
-        g = sns.relplot(data=cur, x="step", y="score", hue="augmenter_label", col="algo", kind="line",
-                        errorbar=("ci", 95), height=3, aspect=1.2)
+        # a dash pattern as well as a colour per augmenter: curves that coincide (all at 100, all at 0) stay
+        # distinguishable
+        g = sns.relplot(data=cur, x="step", y="score", hue="augmenter_label", style="augmenter_label",
+                        col="algo", kind="line", errorbar=("ci", 95), height=3, aspect=1.2)
         g.set_axis_labels("gradient steps", "score")
         g.set(ylim=metric_range(cur["score"]))
         links.append(("Learning curves", _save_fig(ctx, g.figure, "curves")))
