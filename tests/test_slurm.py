@@ -134,8 +134,18 @@ def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, toy_
     assert [r.split(",")[0] for r in rows[1:]] == [str(s) for s in range(100, 5001, 100)]
 
 
-def test_generated_sbatch_script_carries_the_study_resources(tmp_path, toy_file, results):
-    """Runs everywhere (no cluster needed): the sbatch text submitit writes from a study's executor block."""
+def test_generated_sbatch_script_carries_the_study_resources(tmp_path, toy_file, results, monkeypatch):
+    """Runs everywhere (no cluster needed): the sbatch text submitit writes from a study's executor block.
+    submitit's SlurmExecutor refuses to exist where no `srun` is on PATH, so a machine without SLURM gets a
+    stand-in that fails if anything calls it (only the script's text is made here, nothing is submitted)."""
+    import shutil
+
+    if shutil.which("srun") is None:
+        fake = tmp_path / "bin"
+        fake.mkdir()
+        (fake / "srun").write_text("#!/bin/sh\necho 'srun stand-in: not a cluster' >&2\nexit 1\n")
+        (fake / "srun").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
     p = study(tmp_path, name="resources")
     p.write_text(p.read_text().replace(
         "slurm: {cpus_per_task: 1, mem_gb: 1, timeout_min: 15, array_parallelism: 2}",
