@@ -141,12 +141,16 @@ def test_paper_claims_verdicts_on_known_differences(tmp_path):
         add("tatu", "td3bc", 30 + rng.normal(0, 1))
         add("ser", "iql", rows[-4]["score_last3_mean"] + rng.normal(0, 0.5), "synthetic")
         add("astro", "iql", 60.0, "union", 0.1 + 0.01 * seed)
+        # an ablation of DiffStitch far below none: pooled into the claim, it would turn +20 into a loss
+        rows.append({**rows[-5], "augmenter_label": "diffstitch-no-qualification", "score_last3_mean": 0.0,
+                     "augmentation.cache_key": f"dnq{seed}"})
     frame = pd.DataFrame(rows)
-    frame.loc[frame["augmenter"] == "diffstitch", "score_last3_mean"] = 60.0  # ASTRO vs DiffStitch: one ceiling
+    frame.loc[frame["augmenter_label"] == "diffstitch", "score_last3_mean"] = 60.0  # ASTRO vs DiffStitch: one ceiling
     table = claims.evaluate(frame, "score_last3_mean", "augmentation.dvr.dvr").set_index("claim")
     verdict = table["verdict"].to_dict()
     assert verdict["stitching improves IQL"] == "supports"
     assert table.loc["stitching improves IQL", "n"] == 6
+    assert float(table.loc["stitching improves IQL", "difference"]) > 15  # the ablation is not pooled in
     assert verdict["truncated rollouts improve TD3+BC"] == "contradicts"
     assert verdict["stitching improves TD3+BC"] == "not measured in this study"
     assert verdict["training on synthetic data alone matches training on the real data"] == "supports"

@@ -54,12 +54,18 @@ CLAIMS = [
 
 
 def _select(done: pd.DataFrame, who: tuple[str, str | None]) -> pd.DataFrame:
+    """The runs of the method itself: its augmenter name (and mix mode), and among its labels the one named like
+    the method, so that a study's ablations (`diffstitch-fixed-step`, ...) are not pooled into the method's claim.
+    Where no label is the method's name, a single remaining label is the method (`ser-synthetic`); several are
+    ambiguous and select nothing (the claim then reads 'not measured')."""
     name, mode = who
     rows = done[done["augmenter"] == name]
     if mode is not None and "config.mix.mode" in rows:
         rows = rows[rows["config.mix.mode"] == mode]
     elif mode is not None:
         rows = rows.iloc[:0]
+    if "augmenter_label" in rows and rows["augmenter_label"].nunique() > 1:
+        rows = rows[rows["augmenter_label"] == name]
     return rows
 
 
