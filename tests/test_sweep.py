@@ -420,3 +420,16 @@ def test_a_damaged_archived_result_is_one_line_naming_it(tmp_path, toy_file, res
     shutil.rmtree(results)
     res = subprocess.run([sys.executable, "-m", "bench.cli", "collect", str(p)], capture_output=True, text=True)
     assert res.returncode == 1 and "Traceback" not in res.stderr and str(damaged) in res.stderr.replace("\n", "")
+
+
+def test_workers_take_their_thread_count_from_omp_num_threads_when_it_is_set(monkeypatch):
+    """A shared machine: OMP_NUM_THREADS caps each worker's torch threads; unset, the cores are shared out."""
+    from bench.sweep.local import worker_threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert worker_threads(2) == 4 and worker_threads(16) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert worker_threads(2) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+    assert worker_threads(2) == 4

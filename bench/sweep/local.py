@@ -51,6 +51,15 @@ def _train_job(req: RunRequest, force: bool, root: str) -> tuple[str, str, str]:
         return "failed", rid, f"{type(e).__name__}: {e}"
 
 
+def worker_threads(workers: int) -> int:
+    """Torch threads per worker: the CPU's cores shared out among the workers, unless OMP_NUM_THREADS says
+    how many (for a machine that other jobs share: more threads than free cores slow every job down)."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 def _init_worker(threads: int, launcher_pid: int | None = None) -> None:
     """Worker set-up: its share of the CPU threads, and a watchdog that ends the worker when its launcher is
     gone (killed, or stopped by Ctrl-C), so no orphan goes on training."""
@@ -89,7 +98,7 @@ def run_local(todo: list[PlannedRun], workers: int, force: bool, progress=None, 
             if progress:
                 progress(counts, 0)
         return {**counts, "failures": failures}
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = worker_threads(workers)
     started = time.time()
     breaks: dict[int, int] = {}  # run index -> times a worker died while it was unfinished
     remaining = list(range(len(todo)))
