@@ -1,8 +1,10 @@
-"""Learning check: IQL on pointmaze-medium-navigate-v0 (OGBench's full size, generated here), singletask task 1.
+"""Learning check: where `none` + IQL leaves zero on a full-size OGBench point maze generated here (by default
+pointmaze-medium-navigate-v0, singletask task 1).
 
-    .venv/bin/python benchmarks/learning_check.py [--steps 150000] [--eval-every 15000] [--eval-episodes 20]
+    .venv/bin/python benchmarks/learning_check.py [--dataset pointmaze-medium-navigate-v0] [--task 1]
+        [--steps 150000] [--eval-every 15000] [--eval-episodes 20] [--out reports/learning_check.md]
 
-Generates the dataset if it is missing (`bench data make pointmaze-medium-navigate-v0`), trains through
+Generates the dataset if it is missing (`bench data make DATASET`), trains through
 `bench run` on the CPU, and writes reports/learning_check.md from the run's curve.csv and result.json.
 """
 
@@ -19,6 +21,8 @@ from pathlib import Path
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", default="pointmaze-medium-navigate-v0")
+    ap.add_argument("--task", type=int, default=1)
     ap.add_argument("--steps", type=int, default=150_000)
     ap.add_argument("--eval-every", type=int, default=15_000)
     ap.add_argument("--eval-episodes", type=int, default=20)
@@ -26,8 +30,8 @@ def main() -> None:
     ap.add_argument("--out", default="reports/learning_check.md")
     args = ap.parse_args()
     bench = [sys.executable, "-m", "bench.cli"]
-    subprocess.run(bench + ["data", "make", "pointmaze-medium-navigate-v0"], check=True)
-    cmd = bench + ["run", "--dataset", "pointmaze-medium-navigate-v0", "--task", "1", "--algo", "iql",
+    subprocess.run(bench + ["data", "make", args.dataset], check=True)
+    cmd = bench + ["run", "--dataset", args.dataset, "--task", str(args.task), "--algo", "iql",
                    "--steps", str(args.steps), "--eval-every", str(args.eval_every),
                    "--eval-episodes", str(args.eval_episodes), "--seed", str(args.seed), "--device", "cpu:0"]
     t0 = time.time()
@@ -37,15 +41,18 @@ def main() -> None:
     with open(run_dir / "curve.csv") as f:
         curve = list(csv.DictReader(f))
     shown = " ".join(c for c in cmd[3:])
+    from bench import data
+
+    size = len(data.load(args.dataset, args.task).observations)
     lines = [
-        "# Learning check: IQL on pointmaze-medium-navigate-v0, singletask task 1 (CPU)",
+        f"# Learning check: IQL on {args.dataset}, singletask task {args.task} (CPU)",
         "",
-        f"Produced by `.venv/bin/python benchmarks/learning_check.py --steps {args.steps} --eval-every "
-        f"{args.eval_every} --eval-episodes {args.eval_episodes}` on {time.strftime('%Y-%m-%d')}, which runs "
+        f"Produced by `.venv/bin/python benchmarks/learning_check.py --dataset {args.dataset} --task {args.task} "
+        f"--steps {args.steps} --eval-every {args.eval_every} --eval-episodes {args.eval_episodes} --out {args.out}` on {time.strftime('%Y-%m-%d')}, which runs "
         f"`bench {shown}`.",
         "",
-        f"Dataset: OGBench's pointmaze-medium-navigate-v0 protocol at full size (1000 x 1001 steps, 1,000,000 "
-        f"transitions) generated here with seed 0; IQL with the maze preset (expectile 0.9, temperature 10, "
+        f"Dataset: OGBench's {args.dataset} protocol at full size ({size:,} transitions) generated here with "
+        f"seed 0; IQL with the maze preset (expectile 0.9, temperature 10, "
         f"discount 0.99, batch 256); device {result['device_name']}; commit {result['git']['commit']}"
         f"{' (dirty tree)' if result['git']['dirty'] else ''}.",
         "",
