@@ -41,17 +41,17 @@ def main() -> None:
     with open(run_dir / "curve.csv") as f:
         curve = list(csv.DictReader(f))
     shown = " ".join(c for c in cmd[3:])
-    from bench import data
-
-    size = len(data.load(args.dataset, args.task).observations)
+    recipe = (result.get("data_recipe") or {}).get("config", {})
+    size = f"{recipe['episodes']} x {recipe['episode_steps']} steps" if "episodes" in recipe else "OGBench's size"
     lines = [
         f"# Learning check: IQL on {args.dataset}, singletask task {args.task} (CPU)",
         "",
         f"Produced by `.venv/bin/python benchmarks/learning_check.py --dataset {args.dataset} --task {args.task} "
-        f"--steps {args.steps} --eval-every {args.eval_every} --eval-episodes {args.eval_episodes} --out {args.out}` on {time.strftime('%Y-%m-%d')}, which runs "
+        f"--steps {args.steps} --eval-every {args.eval_every} --eval-episodes {args.eval_episodes} --out {args.out}` "
+        f"on {time.strftime('%Y-%m-%d')}, which runs "
         f"`bench {shown}`.",
         "",
-        f"Dataset: OGBench's {args.dataset} protocol at full size ({size:,} transitions) generated here with "
+        f"Dataset: OGBench's {args.dataset} protocol at full size ({size}) generated here with "
         f"seed 0; IQL with the maze preset (expectile 0.9, temperature 10, "
         f"discount 0.99, batch 256); device {result['device_name']}; commit {result['git']['commit']}"
         f"{' (dirty tree)' if result['git']['dirty'] else ''}.",
