@@ -356,6 +356,8 @@ def sweep_cmd(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Also run the runs that failed before."),
     only: Optional[str] = typer.Option(None, help="Only runs whose label matches this glob "
                                        "(dataset/task/augmenter/algo/seed)."),
+    augment_only: bool = typer.Option(False, "--augment-only", help="Only make (fit, sample, cache) the "
+                                      "augmentations the selected runs need; train nothing."),
 ):
     """Run a study: datasets x augmenters x algos x seeds, resumable."""
     from bench import sweep
@@ -395,6 +397,17 @@ def sweep_cmd(
     if any(r.run_id is None for r in todo):
         study, runs = sweep.expand(file)
         todo = sweep.select(runs, sweep.merged_states(sweep.run_states(), archive, runs), force, retry_failed, only)
+    if augment_only:
+        if kind == "slurm":
+            raise BenchError("--augment-only runs on this machine: use --executor local or debug")
+        res = sweep.make_augmentations(todo, n_workers, in_process=kind == "debug")
+        out.print(f"{study.name}: {res['augmented']} of {res['augmentations']} augmentations made or found in the "
+                  f"cache; no run trained", highlight=False, soft_wrap=True)
+        for key, msg in res["failures"]:
+            out.print(f"  failed augmentation {key}: {msg}", highlight=False, soft_wrap=True)
+        if res["failures"]:
+            raise typer.Exit(1)
+        return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
                   TextColumn("{task.fields[state]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=err) as prog:

@@ -433,3 +433,27 @@ def test_workers_take_their_thread_count_from_omp_num_threads_when_it_is_set(mon
     assert worker_threads(2) == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "junk")
     assert worker_threads(2) == 4
+
+
+def test_augment_only_makes_the_augmentations_and_trains_nothing(tmp_path, toy_file, results):
+    """`bench sweep FILE --augment-only`: the distinct augmentations of the selected runs are in the cache
+    afterwards (the runs then read them from it), and no run was trained."""
+    from bench.augment import cache_key, cache_path
+    from bench import data
+    from methods import AUGMENTERS
+
+    p = write(tmp_path, TINY.replace("executor: {kind: debug}", "executor: {kind: local, workers: 2}"))
+    res = subprocess.run([sys.executable, "-m", "bench.cli", "sweep", str(p), "--augment-only", "--only",
+                          "*/noise-small/*"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "2 of 2 augmentations made" in res.stdout and "no run trained" in res.stdout
+    assert not (results / "runs").exists() or not any((results / "runs").glob("*/result.json"))
+    ds = data.load("toy-maze", 1)
+    cfg = AUGMENTERS.get("noise").resolve_config({"scale": 0.05, "size": 0.2}).to_dict()
+    for seed in (0, 1):
+        assert cache_path(cache_key(ds, "noise", cfg, seed, AUGMENTERS.get("noise").sample_fields)).exists()
+    bad = write(tmp_path, TINY.replace("executor: {kind: debug}", "executor: {kind: slurm}"), "slurm.yaml")
+    res = subprocess.run([sys.executable, "-m", "bench.cli", "sweep", str(bad), "--augment-only"],
+                         capture_output=True, text=True)
+    assert res.returncode != 0 and "--augment-only runs on this machine" in res.stdout + res.stderr
+    assert "Traceback" not in res.stderr

@@ -77,6 +77,37 @@ def _init_worker(threads: int, launcher_pid: int | None = None) -> None:
         threading.Thread(target=watch, daemon=True).start()
 
 
+def make_augmentations(todo: list[PlannedRun], workers: int, in_process: bool = False) -> dict:
+    """Only the distinct augmentations `todo` needs (fit, sample, cache), no training: a study's generated data
+    made ahead of its training budget, or on one machine for runs trained on another.  Returns counts and
+    failures, as run_local does."""
+    augs = distinct_augmentations(todo)
+    failures: list[tuple[str, str]] = []
+    done = 0
+    if in_process or workers == 1 or len(augs) <= 1:
+        if not in_process:
+            _init_worker(worker_threads(1))
+        for key, req in augs.items():
+            try:
+                _augment_job(req)
+                done += 1
+            except Exception as e:  # noqa: BLE001  (one failed augmentation must not stop the others)
+                failures.append((key, f"{type(e).__name__}: {e}"))
+    else:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                 initargs=(worker_threads(workers), os.getpid())) as pool:
+            futs = {pool.submit(_augment_job, req): key for key, req in augs.items()}
+            for fut in futs:
+                exc = fut.exception()
+                if exc is None:
+                    done += 1
+                else:
+                    failures.append((futs[fut], f"{type(exc).__name__}: {exc}"))
+    return {"done": 0, "failed": 0, "augmentations": len(augs), "augmented": done, "failures": failures}
+
+
 def run_local(todo: list[PlannedRun], workers: int, force: bool, progress=None, in_process: bool = False) -> dict:
     """The distinct augmentations and the training runs, each run as soon as its augmentation is made.  Returns
     counts and failures."""
