@@ -117,6 +117,23 @@ def test_report_prints_the_dvr_table_and_draws_generated_data_on_the_maze(tmp_pa
     text = (tmp_path / "r" / "index.md").read_text()
     assert "## Generated data on the maze" in text and "Not drawn" not in text
     assert (tmp_path / "r" / "generated-toy-maze-task1.png").stat().st_size > 10_000
+    picture = (tmp_path / "r" / "generated-toy-maze-task1.png").read_bytes()
+    import pandas as pd
+
+    from bench.augment import cache_path
+
+    keys = pd.read_parquet(results / "repgen.parquet")["augmentation.cache_key"].dropna()
+    for key in keys:  # another machine: the committed report is rebuilt without the augmentation cache
+        cache_path(str(key)).unlink(missing_ok=True)  # (`none` has a key and no file)
+    again = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(study), "--out", str(tmp_path / "r"),
+                            "--no-show"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    text = (tmp_path / "r" / "index.md").read_text()
+    assert "![generated-toy-maze-task1](generated-toy-maze-task1.png)" in text and "Kept from an earlier build" in text
+    assert (tmp_path / "r" / "generated-toy-maze-task1.png").read_bytes() == picture
+    fresh = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(study), "--out", str(tmp_path / "f"),
+                            "--no-show"], capture_output=True, text=True)
+    assert fresh.returncode == 0 and "Not drawn: toy-maze / noise" in (tmp_path / "f" / "index.md").read_text()
     quiet = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(study), "--out", str(tmp_path / "q"),
                             "--no-show"], capture_output=True, text=True)
     assert quiet.returncode == 0 and "iql / none" not in quiet.stdout and "report:" in quiet.stdout

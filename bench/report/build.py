@@ -261,16 +261,23 @@ def generated_data(ctx: Context) -> str:
             continue
         if "pointmaze" not in (original.meta.simulator.env_id or ""):
             continue
-        panels = [("original data", original)]
+        stem = f"generated-{name}" + (f"-task{task}" if task else "")
+        panels, absent = [("original data", original)], []
         for label, h in g.groupby("augmenter_label", sort=True):
             keys = h.sort_values("seed")["augmentation.cache_key"].dropna()
             if keys.empty or label == "none":
                 continue
             path = cache_path(str(keys.iloc[0]))
             if not path.exists():
-                missing.append(f"{name} / {label} (augmentation not in this machine's cache)")
+                absent.append(label)
                 continue
             panels.append((f"{label} (seed {int(h.sort_values('seed')['seed'].iloc[0])})", load_file(path)))
+        if absent and (ctx.out / f"{stem}.png").exists():  # drawn where the cache was: kept, not redrawn with less
+            ctx.files += [f"{stem}.png", f"{stem}.pdf"]
+            lines.append(f"![{stem}]({stem}.png)\n\n(Kept from an earlier build of this report: this machine's "
+                         f"cache lacks the augmentation of {', '.join(absent)}.)")
+            continue
+        missing += [f"{name} / {label} (augmentation not in this machine's cache)" for label in absent]
         if len(panels) == 1:
             continue
         import matplotlib
@@ -289,7 +296,6 @@ def generated_data(ctx: Context) -> str:
             draw_points_on_maze(ax, original.meta, np.asarray(ds.observations)[:, :2], seed=k)
             ax.set_title(f"{title}\n{len(ds):,} transitions", fontsize=8)
         fig.tight_layout()
-        stem = f"generated-{name}" + (f"-task{task}" if task else "")
         lines.append(f"![{stem}]({_save_fig(ctx, fig, stem)})")
     if not lines and not missing:
         return ""
