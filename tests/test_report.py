@@ -106,7 +106,7 @@ def test_report_prints_the_dvr_table_and_draws_generated_data_on_the_maze(tmp_pa
     study.write_text(
         "name: repgen\ndatasets:\n  - {name: toy-maze, tasks: [1]}\naugmenters:\n  - {name: none}\n"
         "  - {name: noise, config: {scale: 0.1, size: 0.2}}\n"
-        "algos:\n  - {name: iql, config: {batch_size: 16, hidden_units: [32, 32]}}\nseeds: [0]\n"
+        "algos:\n  - {name: iql, config: {batch_size: 16, hidden_units: [32, 32]}}\nseeds: [0, 1]\n"
         "training: {steps: 10}\nevaluation: {episodes: 1}\nexecutor: {kind: debug}\n")
     run = subprocess.run([sys.executable, "-m", "bench.cli", "sweep", str(study)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
@@ -122,7 +122,14 @@ def test_report_prints_the_dvr_table_and_draws_generated_data_on_the_maze(tmp_pa
 
     from bench.augment import cache_path
 
-    keys = pd.read_parquet(results / "repgen.parquet")["augmentation.cache_key"].dropna()
+    runs = pd.read_parquet(results / "repgen.parquet")
+    noise = runs[runs["augmenter_label"] == "noise"].sort_values("seed")["augmentation.cache_key"]
+    cache_path(str(noise.iloc[0])).unlink()  # seed 0's augmentation gone: drawn from seed 1's
+    second = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(study), "--out", str(tmp_path / "s"),
+                             "--no-show"], capture_output=True, text=True)
+    assert second.returncode == 0 and "Not drawn" not in (tmp_path / "s" / "index.md").read_text()
+    assert (tmp_path / "s" / "generated-toy-maze-task1.png").stat().st_size > 10_000
+    keys = runs["augmentation.cache_key"].dropna()
     for key in keys:  # another machine: the committed report is rebuilt without the augmentation cache
         cache_path(str(key)).unlink(missing_ok=True)  # (`none` has a key and no file)
     again = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(study), "--out", str(tmp_path / "r"),

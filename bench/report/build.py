@@ -241,7 +241,7 @@ def dynamics_violation(ctx: Context) -> str:
 
 def generated_data(ctx: Context) -> str:
     """The maze with each augmenter's generated data drawn on it (point mazes only): one panel per augmenter, from
-    its first augmentation seed, beside the original data.  Drawn from the augmentation cache on this machine;
+    its first augmentation seed in this machine's cache, beside the original data.  Drawn from that cache;
     a report built elsewhere (from committed small files) says so instead."""
     done = ctx.done
     if "augmentation.cache_key" not in done or done.empty:
@@ -264,14 +264,15 @@ def generated_data(ctx: Context) -> str:
         stem = f"generated-{name}" + (f"-task{task}" if task else "")
         panels, absent = [("original data", original)], []
         for label, h in g.groupby("augmenter_label", sort=True):
-            keys = h.sort_values("seed")["augmentation.cache_key"].dropna()
-            if keys.empty or label == "none":
+            h = h.dropna(subset=["augmentation.cache_key"]).sort_values("seed")
+            if h.empty or label == "none":
                 continue
-            path = cache_path(str(keys.iloc[0]))
-            if not path.exists():
+            here = [(int(seed), cache_path(str(key))) for seed, key in zip(h["seed"], h["augmentation.cache_key"])
+                    if cache_path(str(key)).exists()]  # the first augmentation seed this machine has
+            if not here:
                 absent.append(label)
                 continue
-            panels.append((f"{label} (seed {int(h.sort_values('seed')['seed'].iloc[0])})", load_file(path)))
+            panels.append((f"{label} (seed {here[0][0]})", load_file(here[0][1])))
         if absent and (ctx.out / f"{stem}.png").exists():  # drawn where the cache was: kept, not redrawn with less
             ctx.files += [f"{stem}.png", f"{stem}.pdf"]
             lines.append(f"![{stem}]({stem}.png)\n\n(Kept from an earlier build of this report: this machine's "
@@ -301,7 +302,7 @@ def generated_data(ctx: Context) -> str:
         return ""
     note = ("\n\nNot drawn: " + "; ".join(missing) + ".") if missing else ""
     return ("## Generated data on the maze\n\nStates of up to 3,000 transitions per panel (a seeded sample), the "
-            "original data first, then each augmenter's generated data (first augmentation seed).\n\n"
+            "original data first, then each augmenter's generated data (the first augmentation seed in the cache).\n\n"
             + "\n\n".join(lines) + note + "\n")
 
 
