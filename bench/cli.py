@@ -549,11 +549,20 @@ def _show_tables(out_dir: Path) -> None:
         out.print(table)
 
 
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     import faulthandler
     import signal
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: every thread's stack, to stderr
+    # SIGINT (Ctrl-C) and SIGTERM (`kill`, a scheduler's stop) both end a command the same clean way: a sweep stops
+    # its workers and says what is left.  SIGINT's handler is set even where it arrived ignored (a shell starts
+    # `&` jobs with SIGINT ignored, and Python would keep ignoring it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         rv = app(standalone_mode=False)
     except BenchError as e:

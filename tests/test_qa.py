@@ -264,7 +264,7 @@ def _workers_of(pid: int) -> list[int]:
     return workers_of(pid)
 
 
-def _start_sweep(tmp_path, results, study_text: str = KILL_STUDY):
+def _start_sweep(tmp_path, results, study_text: str = KILL_STUDY, sigint=None):
     import subprocess
     import sys
     import time
@@ -272,12 +272,12 @@ def _start_sweep(tmp_path, results, study_text: str = KILL_STUDY):
     study = write(tmp_path, study_text, name="kills.yaml")
     import signal
 
-    # A terminal's Ctrl-C reaches a process whose SIGINT has its default action; a test run started in the
-    # background by a non-interactive shell inherits SIGINT ignored (and Python then keeps ignoring it), so
-    # the launcher starts with the default restored, as under a terminal.
+    # A terminal's Ctrl-C reaches a process whose SIGINT has its default action; a launcher started in the
+    # background by a non-interactive shell inherits SIGINT ignored.  Default: as under a terminal.
+    sigint = signal.SIG_DFL if sigint is None else sigint
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(study)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
     deadline = time.time() + 180
     while time.time() < deadline and not list(results.rglob("curve.csv")):
         time.sleep(0.2)
@@ -368,16 +368,20 @@ def test_a_path_over_the_file_name_limit_is_one_line(args, tmp_path, results):
     assert not results.exists() and not (tmp_path / "cache" / "datasets").exists()
 
 
-def test_ctrl_c_stops_a_sweep_within_seconds_and_says_what_is_left(tmp_path, toy_file, results):
+@pytest.mark.parametrize("how", ["ctrl-c", "ctrl-c, started with SIGINT ignored", "sigterm"])
+def test_ctrl_c_stops_a_sweep_within_seconds_and_says_what_is_left(tmp_path, toy_file, results, how):
+    """Ctrl-C, and `kill` (SIGTERM), stop a sweep cleanly; so does SIGINT to a launcher started in the background
+    by a script (`cmd &`), which inherits SIGINT ignored."""
     import signal
     import subprocess
     import time
 
     # runs long enough that none can finish before the signal, however slowly this test process is scheduled
     # (with 400 steps a busy machine let all 3 finish first: an inconclusive run, not a stop)
-    proc, workers = _start_sweep(tmp_path, results, KILL_STUDY.replace("steps: 400,", "steps: 20000,"))
+    proc, workers = _start_sweep(tmp_path, results, KILL_STUDY.replace("steps: 400,", "steps: 20000,"),
+                                 sigint=signal.SIG_IGN if "ignored" in how else signal.SIG_DFL)
     t0 = time.time()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGINT)
     try:
         out, err = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:  # say where the launcher is stuck (bench dumps its threads on SIGUSR1)
