@@ -267,8 +267,8 @@ def generated_data(ctx: Context) -> str:
             h = h.dropna(subset=["augmentation.cache_key"]).sort_values("seed")
             if h.empty or label == "none":
                 continue
-            here = [(int(seed), cache_path(str(key))) for seed, key in zip(h["seed"], h["augmentation.cache_key"])
-                    if cache_path(str(key)).exists()]  # the first augmentation seed this machine has
+            paths = [(int(seed), cache_path(str(key))) for seed, key in zip(h["seed"], h["augmentation.cache_key"])]
+            here = [(seed, path) for seed, path in paths if path.exists()]  # the first seed this machine has
             if not here:
                 absent.append(label)
                 continue

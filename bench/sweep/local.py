@@ -79,8 +79,8 @@ def _init_worker(threads: int, launcher_pid: int | None = None) -> None:
 
 def make_augmentations(todo: list[PlannedRun], workers: int, in_process: bool = False) -> dict:
     """Only the distinct augmentations `todo` needs (fit, sample, cache), no training: a study's generated data
-    made ahead of its training budget, or on one machine for runs trained on another.  Returns counts and
-    failures, as run_local does."""
+    made ahead of its training budget, or on one machine for runs trained on another.  Returns how many there
+    are, how many were made (or found cached) and the failures."""
     augs = distinct_augmentations(todo)
     failures: list[tuple[str, str]] = []
     done = 0
@@ -105,7 +105,7 @@ def make_augmentations(todo: list[PlannedRun], workers: int, in_process: bool = 
                     done += 1
                 else:
                     failures.append((futs[fut], f"{type(exc).__name__}: {exc}"))
-    return {"done": 0, "failed": 0, "augmentations": len(augs), "augmented": done, "failures": failures}
+    return {"augmentations": len(augs), "augmented": done, "failures": failures}
 
 
 def run_local(todo: list[PlannedRun], workers: int, force: bool, progress=None, in_process: bool = False) -> dict:
