@@ -82,9 +82,13 @@ def test_dvr_section_known_answer(tmp_path):
         frame["seed"].astype(str)
     frame.loc[noise, "augmentation.dvr.dvr"] = 0.30 + 0.02 * frame.loc[noise, "seed"]
     frame.loc[noise, "augmentation.dvr.error_quantiles.50"] = 0.5
+    twin = frame[noise].assign(augmenter="noise-50/50", augmenter_label="noise-50/50")  # same data, mixed apart
+    twin["run_id"] = twin["run_id"] + "-twin"
+    frame = pd.concat([frame, twin], ignore_index=True)
     build_report(frame, curves, tmp_path / "rep", "s.yaml")
     table = pd.read_csv(tmp_path / "rep" / "dvr.csv")
-    assert len(table) == 4 and set(table["augmenter"]) == {"noise"}  # none generated nothing: no DVR row
+    # none generated nothing: no DVR row; the twin shares noise's augmentations: one row naming both labels
+    assert len(table) == 4 and set(table["augmenter"]) == {"noise, noise-50/50"}
     row = table[table["dataset"] == "pointmaze-medium-stitch-v0 task 1"].iloc[0]
     assert row["DVR %"] == 32.0 and row["aug. seeds"] == 3  # 3 augmentations, not 6 runs
     assert row["95% CI"] == "[27.03, 36.97]"  # 32 -+ t(0.975, 2) * 2 / sqrt(3)

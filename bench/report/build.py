@@ -196,9 +196,12 @@ def dynamics_violation(ctx: Context) -> str:
             "augmentation.dvr.error_quantiles.99": "error q99", "augmentation.dvr.gta_dynamic_mse": "GTA dyn. MSE",
             "augmentation.dvr.invalid_states": "invalid states", "augmentation.dvr.checked": "rows checked"}
     have = [c for c in cols if c in done]
-    augs = (done.dropna(subset=[DVR_COL])
-            .drop_duplicates(subset=["augmentation.cache_key"])  # one row per distinct augmentation
-            [["dataset", "task", "augmenter_label", "seed", DVR_COL, *have]])
+    checked = done.dropna(subset=[DVR_COL])
+    # Labels that share one augmentation (SER synthetic-only and 50/50 mix the same samples) are named together.
+    shared = checked.groupby("augmentation.cache_key")["augmenter_label"].agg(lambda s: ", ".join(sorted(set(s))))
+    augs = (checked.drop_duplicates(subset=["augmentation.cache_key"])  # one row per distinct augmentation
+            [["dataset", "task", "augmentation.cache_key", "seed", DVR_COL, *have]])
+    augs["augmenter_label"] = augs["augmentation.cache_key"].map(shared)
     augs["task_key"] = augs["dataset"] + augs["task"].map(lambda t: "" if pd.isna(t) else f" task {int(t)}")
     rows = []
     for (task_key, label), g in augs.groupby(["task_key", "augmenter_label"], sort=True):
