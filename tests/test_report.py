@@ -122,6 +122,8 @@ def test_report_prints_the_dvr_table_and_draws_generated_data_on_the_maze(tmp_pa
     assert "## Generated data on the maze" in text and "Not drawn" not in text
     assert (tmp_path / "r" / "generated-toy-maze-task1.png").stat().st_size > 10_000
     picture = (tmp_path / "r" / "generated-toy-maze-task1.png").read_bytes()
+    with np.load(tmp_path / "r" / "generated-toy-maze-task1-points.npz") as f:
+        points = f["xy1"]  # noise's seed-0 sample
     import pandas as pd
 
     from bench.augment import cache_path
@@ -140,7 +142,15 @@ def test_report_prints_the_dvr_table_and_draws_generated_data_on_the_maze(tmp_pa
                             "--no-show"], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     text = (tmp_path / "r" / "index.md").read_text()
-    assert "![generated-toy-maze-task1](generated-toy-maze-task1.png)" in text and "Kept from an earlier build" in text
+    assert "![generated-toy-maze-task1](generated-toy-maze-task1.png)" in text and "Not drawn" not in text
+    assert "Panels of noise drawn from the sample an earlier build stored" in text  # redrawn, the panel kept
+    with np.load(tmp_path / "r" / "generated-toy-maze-task1-points.npz") as f:
+        assert list(f["labels"]) == ["original data", "noise"] and np.array_equal(f["xy1"], points)
+    # A picture from before points were stored is kept whole when a panel's augmentation is missing.
+    (tmp_path / "r" / "generated-toy-maze-task1-points.npz").unlink()
+    old = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(study), "--out", str(tmp_path / "r"),
+                          "--no-show"], capture_output=True, text=True)
+    assert old.returncode == 0 and "Kept from an earlier build" in (tmp_path / "r" / "index.md").read_text()
     assert (tmp_path / "r" / "generated-toy-maze-task1.png").read_bytes() == picture
     fresh = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(study), "--out", str(tmp_path / "f"),
                             "--no-show"], capture_output=True, text=True)

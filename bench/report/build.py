@@ -244,14 +244,14 @@ def dynamics_violation(ctx: Context) -> str:
 
 def generated_data(ctx: Context) -> str:
     """The maze with each augmenter's generated data drawn on it (point mazes only): one panel per augmenter, from
-    its first augmentation seed in this machine's cache, beside the original data.  Drawn from that cache;
-    a report built elsewhere (from committed small files) says so instead."""
+    its first augmentation seed in this machine's cache, beside the original data.  Each panel's sampled points are
+    stored beside the picture (`<picture>-points.npz`, a few KB), so a rebuild on a machine without an
+    augmentation redraws that panel from the stored sample and still adds the panels it can draw anew."""
     done = ctx.done
     if "augmentation.cache_key" not in done or done.empty:
         return ""
     from bench import data
     from bench.augment import cache_path
-    from bench.data.show import draw_points_on_maze
     from bench.dataset import load as load_file
 
     lines, missing = [], []
@@ -265,18 +265,24 @@ def generated_data(ctx: Context) -> str:
         if "pointmaze" not in (original.meta.simulator.env_id or ""):
             continue
         stem = f"generated-{name}" + (f"-task{task}" if task else "")
-        panels, absent = [("original data", original)], []
+        stored = _stored_points(ctx.out / f"{stem}-points.npz")
+        if not stored and (ctx.out / f"{stem}.png").exists():
+            stored = None  # drawn before points were stored: the old picture is kept whole if a panel is absent
+        panels, absent, reused = [_panel("original data", "original data", original)], [], []
         for label, h in g.groupby("augmenter_label", sort=True):
             h = h.dropna(subset=["augmentation.cache_key"]).sort_values("seed")
             if h.empty or label == "none":
                 continue
             paths = [(int(seed), cache_path(str(key))) for seed, key in zip(h["seed"], h["augmentation.cache_key"])]
             here = [(seed, path) for seed, path in paths if path.exists()]  # the first seed this machine has
-            if not here:
+            if here:
+                panels.append(_panel(label, f"{label} (seed {here[0][0]})", load_file(here[0][1])))
+            elif stored and label in stored:
+                panels.append(stored[label])
+                reused.append(label)
+            else:
                 absent.append(label)
-                continue
-            panels.append((f"{label} (seed {here[0][0]})", load_file(here[0][1])))
-        if absent and (ctx.out / f"{stem}.png").exists():  # drawn where the cache was: kept, not redrawn with less
+        if absent and stored is None:  # an old picture without stored points: kept, not redrawn with less
             ctx.files += [f"{stem}.png", f"{stem}.pdf"]
             lines.append(f"![{stem}]({stem}.png)\n\n(Kept from an earlier build of this report: this machine's "
                          f"cache lacks the augmentation of {', '.join(absent)}.)")
@@ -284,29 +290,65 @@ def generated_data(ctx: Context) -> str:
         missing += [f"{name} / {label} (augmentation not in this machine's cache)" for label in absent]
         if len(panels) == 1:
             continue
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        cols = min(4, len(panels))
-        rows = int(np.ceil(len(panels) / cols))
-        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
-        for k, ax in enumerate(axes.flat):
-            if k >= len(panels):
-                ax.axis("off")
-                continue
-            title, ds = panels[k]
-            draw_points_on_maze(ax, original.meta, np.asarray(ds.observations)[:, :2], seed=k)
-            ax.set_title(f"{title}\n{len(ds):,} transitions", fontsize=8)
-        fig.tight_layout()
-        lines.append(f"![{stem}]({_save_fig(ctx, fig, stem)})")
+        lines.append(f"![{stem}]({_draw_panels(ctx, stem, original.meta, panels)})")
+        if reused:
+            lines.append(f"(Panels of {', '.join(reused)} drawn from the sample an earlier build stored: this "
+                         "machine's cache lacks their augmentation.)")
     if not lines and not missing:
         return ""
     note = ("\n\nNot drawn: " + "; ".join(missing) + ".") if missing else ""
     return ("## Generated data on the maze\n\nStates of up to 3,000 transitions per panel (a seeded sample), the "
             "original data first, then each augmenter's generated data (the first augmentation seed in the cache).\n\n"
             + "\n\n".join(lines) + note + "\n")
+
+
+MAX_POINTS = 3000  # drawn per panel
+
+
+def _panel(label: str, title: str, ds) -> dict:
+    """One panel: a seeded sample (seed from the label, so it does not move when panels are added) of the states."""
+    import zlib
+
+    xy = np.asarray(ds.observations)[:, :2]
+    if len(xy) > MAX_POINTS:
+        rng = np.random.default_rng(zlib.crc32(label.encode()))
+        xy = xy[np.sort(rng.choice(len(xy), MAX_POINTS, replace=False))]
+    return {"label": label, "title": title, "n": len(ds), "xy": np.asarray(xy, np.float32)}
+
+
+def _stored_points(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    with np.load(path) as f:
+        return {str(label): {"label": str(label), "title": str(title), "n": int(n), "xy": f[f"xy{k}"]}
+                for k, (label, title, n) in enumerate(zip(f["labels"], f["titles"], f["n"]))}
+
+
+def _draw_panels(ctx: Context, stem: str, meta, panels: list[dict]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bench.data.show import draw_points_on_maze
+
+    cols = min(4, len(panels))
+    rows = int(np.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k >= len(panels):
+            ax.axis("off")
+            continue
+        draw_points_on_maze(ax, meta, panels[k]["xy"], max_points=MAX_POINTS)
+        ax.set_title(f"{panels[k]['title']}\n{panels[k]['n']:,} transitions", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    np.savez_compressed(buf, labels=np.array([p["label"] for p in panels]),
+                        titles=np.array([p["title"] for p in panels]), n=np.array([p["n"] for p in panels]),
+                        **{f"xy{k}": p["xy"] for k, p in enumerate(panels)})
+    write_bytes(ctx.out / f"{stem}-points.npz", buf.getvalue())
+    ctx.files.append(f"{stem}-points.npz")
+    return _save_fig(ctx, fig, stem)
 
 
 def paper_claims(ctx: Context) -> str:
