@@ -343,6 +343,51 @@ def _segments(generated: Dataset) -> tuple[np.ndarray | None, np.ndarray | None]
     return seg, pos
 
 
+# ------------------------------------------------------------------------------------------ goal labels
+def task_goal(original: Dataset) -> tuple[np.ndarray, float]:
+    """(goal xy, success radius) of an OGBench singletask maze: the env's task goal (exact cell centre: singletask
+    envs add no goal noise) and its goal tolerance (1.0 for the point maze, 0.5 for the ant)."""
+    meta = original.meta
+    if meta.source != "ogbench" or meta.task is None or not (meta.simulator.obs_to_state or "").startswith("qpos"):
+        raise BenchError(f"{meta.name}: goal labels can be checked only on OGBench singletask maze data")
+    from bench.evaluate import make_env
+
+    env = make_env(meta)
+    try:
+        env.reset(seed=0)
+        u = env.unwrapped
+        return np.asarray(u.cur_goal_xy, np.float64).copy(), float(u._goal_tol)
+    finally:
+        env.close()
+
+
+def label_check(original: Dataset, generated: Dataset) -> dict:
+    """Reward and terminal labels of `generated` against the task's true labels, which the DVR does not check:
+    OGBench labels a singletask maze row by its own state s (success = |xy(s) - goal| <= tolerance; reward
+    success - 1; terminal = success, the canonical form of its `masks`).  A state moved without relabelling
+    (`noise`) or a label generated with the state (SER, model rollouts) can disagree with where the state is.
+    A reward counts as a goal label when it is nearer 0 than -1 (generated rewards are not exact); its mean
+    absolute error against the true label is reported beside."""
+    _check_shapes(original, generated)
+    goal, tol = task_goal(original)
+    xy = np.asarray(generated.observations, np.float64)[:, :2]
+    at_goal = np.linalg.norm(xy - goal, axis=1) <= tol
+    rew = np.asarray(generated.rewards, np.float64)
+    labelled = rew > -0.5  # nearer 0 (success) than -1: generated rewards (SER, model rollouts) are not exact
+    term = np.asarray(generated.terminals, bool)
+    n = len(generated)
+    share = (lambda m: float(m.mean()) if n else float("nan"))
+    return {
+        "rows": n, "goal_xy": goal.tolist(), "goal_tolerance": tol,
+        "reward_label_errors": share(labelled != at_goal),
+        "reward_mae": float(np.abs(rew - (at_goal - 1.0)).mean()) if n else float("nan"),
+        "terminal_label_errors": share(term != at_goal),
+        "at_goal": share(at_goal), "labelled_goal": share(labelled),
+        "goal_label_precision": float(at_goal[labelled].mean()) if labelled.any() else float("nan"),
+        "goal_label_recall": float(labelled[at_goal].mean()) if at_goal.any() else float("nan"),
+    }
+
+
 # ------------------------------------------------------------------------------------------ model DVR
 def model_dvr(original: Dataset, generated: Dataset, tol: float = DEFAULT_TOLERANCE, seed: int = 0,
               config: dict | None = None, device: str = "cpu") -> dict:

@@ -1,8 +1,8 @@
-"""Learning check: where `none` + IQL leaves zero on a full-size OGBench point maze generated here (by default
-pointmaze-medium-navigate-v0, singletask task 1).
+"""Learning check: where `none` + a trainer (IQL by default) leaves zero on a full-size OGBench point maze
+generated here (by default pointmaze-medium-navigate-v0, singletask task 1).
 
     .venv/bin/python benchmarks/learning_check.py [--dataset pointmaze-medium-navigate-v0] [--task 1]
-        [--steps 150000] [--eval-every 15000] [--eval-episodes 20] [--out reports/learning_check.md]
+        [--algo iql] [--steps 150000] [--eval-every 15000] [--eval-episodes 20] [--out reports/learning_check.md]
 
 Generates the dataset if it is missing (`bench data make DATASET`), trains through
 `bench run` on the CPU, and writes reports/learning_check.md from the run's curve.csv and result.json.
@@ -23,6 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", default="pointmaze-medium-navigate-v0")
     ap.add_argument("--task", type=int, default=1)
+    ap.add_argument("--algo", default="iql", help="a registered trainer, at its maze preset")
     ap.add_argument("--steps", type=int, default=150_000)
     ap.add_argument("--eval-every", type=int, default=15_000)
     ap.add_argument("--eval-episodes", type=int, default=20)
@@ -31,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     bench = [sys.executable, "-m", "bench.cli"]
     subprocess.run(bench + ["data", "make", args.dataset], check=True)
-    cmd = bench + ["run", "--dataset", args.dataset, "--task", str(args.task), "--algo", "iql",
+    cmd = bench + ["run", "--dataset", args.dataset, "--task", str(args.task), "--algo", args.algo,
                    "--steps", str(args.steps), "--eval-every", str(args.eval_every),
                    "--eval-episodes", str(args.eval_episodes), "--seed", str(args.seed), "--device", "cpu:0"]
     t0 = time.time()
@@ -41,19 +42,20 @@ def main() -> None:
     with open(run_dir / "curve.csv") as f:
         curve = list(csv.DictReader(f))
     shown = " ".join(c for c in cmd[3:])
+    algo = result["config"]["algo"]
+    settings = ", ".join(f"{k} {v}" for k, v in sorted(algo["config"].items()) if k not in ("preset", "compile_graph"))
     recipe = (result.get("data_recipe") or {}).get("config", {})
     size = f"{recipe['episodes']} x {recipe['episode_steps']} steps" if "episodes" in recipe else "OGBench's size"
     lines = [
-        f"# Learning check: IQL on {args.dataset}, singletask task {args.task} (CPU)",
+        f"# Learning check: {algo['name']} on {args.dataset}, singletask task {args.task} (CPU)",
         "",
         f"Produced by `.venv/bin/python benchmarks/learning_check.py --dataset {args.dataset} --task {args.task} "
-        f"--steps {args.steps} --eval-every {args.eval_every} --eval-episodes {args.eval_episodes} --out {args.out}` "
+        f"--algo {args.algo} --steps {args.steps} --eval-every {args.eval_every} --eval-episodes {args.eval_episodes} --out {args.out}` "
         f"on {time.strftime('%Y-%m-%d')}, which runs "
         f"`bench {shown}`.",
         "",
         f"Dataset: OGBench's {args.dataset} protocol at full size ({size}) generated here with "
-        f"seed 0; IQL with the maze preset (expectile 0.9, temperature 10, "
-        f"discount 0.99, batch 256); device {result['device_name']}; commit {result['git']['commit']}"
+        f"seed 0; {algo['name']} with the {algo['config'].get('preset')} preset ({settings}); device {result['device_name']}; commit {result['git']['commit']}"
         f"{' (dirty tree)' if result['git']['dirty'] else ''}.",
         "",
         "| gradient steps | success rate (%) | mean return | wall time (s) |",

@@ -227,3 +227,38 @@ def test_a_sweep_collects_the_dvr_of_each_augmentation(tmp_path, toy_file, resul
     noise = frame[frame["augmenter"] == "noise"]
     assert n == 4 and noise["augmentation.dvr.dvr"].notna().all() and (noise["augmentation.dvr.dvr"] > 0.3).all()
     assert frame[frame["augmenter"] == "none"]["augmentation.dvr"].isna().all()
+
+
+def test_goal_labels_of_the_original_data_agree_and_moved_or_flipped_rows_are_counted(toy):
+    """Known answers: OGBench's own labels agree everywhere; k flipped rewards are k reward errors (and no
+    terminal errors); states moved onto the goal without relabelling are label errors of both kinds."""
+    fig = dvr.label_check(toy, toy)
+    assert fig["reward_label_errors"] == 0.0 and fig["terminal_label_errors"] == 0.0
+    assert fig["labelled_goal"] == fig["at_goal"] and fig["reward_mae"] == 0.0
+    goal, tol = dvr.task_goal(toy)
+    assert goal.shape == (2,) and tol == 1.0  # the point maze's success radius
+    n = len(toy)
+    xy = np.asarray(toy.observations)[:, :2]
+    far = np.linalg.norm(xy - goal, axis=1) > tol + 1.0
+    rew = np.asarray(toy.rewards).copy()
+    flip = np.flatnonzero(far)[:7]
+    rew[flip] = 0.0  # labelled as goal rows far from the goal
+    fig = dvr.label_check(toy, changed(toy, rewards=rew))
+    assert fig["reward_label_errors"] == pytest.approx(7 / n) and fig["terminal_label_errors"] == 0.0
+    assert fig["labelled_goal"] == pytest.approx(fig["at_goal"] + 7 / n) and fig["goal_label_precision"] < 1.0
+    assert fig["reward_mae"] == pytest.approx(7 / n)
+    near = np.asarray(toy.rewards, np.float64) + 0.3 * np.where(np.asarray(toy.rewards) < -0.5, 1, -1)
+    fig = dvr.label_check(toy, changed(toy, rewards=near.astype(np.float32)))  # inexact, yet the nearer label
+    assert fig["reward_label_errors"] == 0.0 and fig["reward_mae"] == pytest.approx(0.3, abs=1e-6)
+    rows = np.flatnonzero(far)[:20]
+    obs = np.asarray(toy.observations)[rows].copy()
+    obs[:, :2] = goal  # moved onto the goal, labels kept (-1, not terminal)
+    fig = dvr.label_check(toy, changed(toy, rows, observations=obs, next_observations=obs))
+    assert fig["reward_label_errors"] == 1.0 and fig["terminal_label_errors"] == 1.0
+    assert fig["at_goal"] == 1.0 and fig["labelled_goal"] == 0.0 and fig["goal_label_recall"] == 0.0
+
+
+def test_goal_labels_need_singletask_maze_data(minari_dataset):
+    ds = data.load("minari:augbench/hopper-random-v0")
+    with pytest.raises(BenchError, match="singletask maze"):
+        dvr.label_check(ds, ds)
