@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 
-
 def pct(x: float) -> str:
     return "-" if x != x else f"{100 * x:.2f}"
 
@@ -62,9 +61,9 @@ def main() -> None:
         goal, tol = dvr.task_goal(original)
         rows = [("original data", "-", dvr.label_check(original, original), None)]
         for (d, t, key), a in sorted(augs.items(), key=lambda kv: (sorted(kv[1]["labels"]), kv[1]["seed"])):
-            name = ", ".join(sorted(a["labels"]))
             if (d, t) != (dataset, task):
                 continue
+            name = ", ".join(sorted(a["labels"]))
             if not cache_path(key).exists():
                 missing.append(f"{name} seed {a['seed']}")
                 continue
