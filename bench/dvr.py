@@ -344,23 +344,6 @@ def _segments(generated: Dataset) -> tuple[np.ndarray | None, np.ndarray | None]
 
 
 # ------------------------------------------------------------------------------------------ goal labels
-def task_goal(original: Dataset) -> tuple[np.ndarray, float]:
-    """(goal xy, success radius) of an OGBench singletask maze: the env's task goal (exact cell centre: singletask
-    envs add no goal noise) and its goal tolerance (1.0 for the point maze, 0.5 for the ant)."""
-    meta = original.meta
-    if meta.source != "ogbench" or meta.task is None or not (meta.simulator.obs_to_state or "").startswith("qpos"):
-        raise BenchError(f"{meta.name}: goal labels can be checked only on OGBench singletask maze data")
-    from bench.evaluate import make_env
-
-    env = make_env(meta)
-    try:
-        env.reset(seed=0)
-        u = env.unwrapped
-        return np.asarray(u.cur_goal_xy, np.float64).copy(), float(u._goal_tol)
-    finally:
-        env.close()
-
-
 def label_check(original: Dataset, generated: Dataset) -> dict:
     """Reward and terminal labels of `generated` against the task's true labels, which the DVR does not check:
     OGBench labels a singletask maze row by its own state s (success = |xy(s) - goal| <= tolerance; reward
@@ -368,8 +351,10 @@ def label_check(original: Dataset, generated: Dataset) -> dict:
     (`noise`) or a label generated with the state (SER, model rollouts) can disagree with where the state is.
     A reward counts as a goal label when it is nearer 0 than -1 (generated rewards are not exact); its mean
     absolute error against the true label is reported beside."""
+    from bench.data.ogbench_data import task_goal
+
     _check_shapes(original, generated)
-    goal, tol = task_goal(original)
+    goal, tol = task_goal(original.meta)
     xy = np.asarray(generated.observations, np.float64)[:, :2]
     at_goal = np.linalg.norm(xy - goal, axis=1) <= tol
     rew = np.asarray(generated.rewards, np.float64)

@@ -34,6 +34,7 @@ def main() -> None:
 
     from bench import data, dvr
     from bench.augment import cache_path
+    from bench.data.ogbench_data import task_goal
     from bench.dataset import load
     from bench.io import write_bytes
     from bench.sweep.plan import augmentation_key, expand
@@ -58,7 +59,7 @@ def main() -> None:
     missing = []
     for dataset, task in sorted({(d, t) for d, t, _ in augs}):
         original = data.load(dataset, task)
-        goal, tol = dvr.task_goal(original)
+        goal, tol = task_goal(original.meta)
         rows = [("original data", "-", dvr.label_check(original, original), None)]
         for (d, t, key), a in sorted(augs.items(), key=lambda kv: (sorted(kv[1]["labels"]), kv[1]["seed"])):
             if (d, t) != (dataset, task):

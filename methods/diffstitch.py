@@ -236,18 +236,10 @@ def exact_reward_fn(dataset: Dataset):
         return None
     if meta.task is None:
         return lambda s: (torch.zeros(len(s), device=s.device), torch.zeros(len(s), dtype=torch.bool, device=s.device))
-    import gymnasium
+    from bench.data.ogbench_data import task_goal
 
-    import ogbench.locomaze  # noqa: F401  (registers the maze envs)
-
-    env = gymnasium.make(meta.simulator.env_id, **meta.simulator.env_kwargs)
-    try:
-        maze = env.unwrapped
-        info = maze.task_infos[meta.task - 1]
-        goal = np.asarray(info.get("goal_xy", maze.ij_to_xy(info["goal_ij"])), np.float32)
-        tol = float(maze._goal_tol)
-    finally:
-        env.close()
+    goal, tol = task_goal(meta)
+    goal = goal.astype(np.float32)
 
     def labels(s):
         success = (s[:, :2] - torch.as_tensor(goal, device=s.device)).norm(dim=1) <= tol

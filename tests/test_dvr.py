@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bench import data, dvr
+from bench.data.ogbench_data import task_goal
 from bench.dataset import generated_transitions
 from bench.errors import BenchError
 
@@ -235,7 +236,7 @@ def test_goal_labels_of_the_original_data_agree_and_moved_or_flipped_rows_are_co
     fig = dvr.label_check(toy, toy)
     assert fig["reward_label_errors"] == 0.0 and fig["terminal_label_errors"] == 0.0
     assert fig["labelled_goal"] == fig["at_goal"] and fig["reward_mae"] == 0.0
-    goal, tol = dvr.task_goal(toy)
+    goal, tol = task_goal(toy.meta)
     assert goal.shape == (2,) and tol == 1.0  # the point maze's success radius
     n = len(toy)
     xy = np.asarray(toy.observations)[:, :2]

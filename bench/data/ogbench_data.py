@@ -70,6 +70,27 @@ def singletask_name(base: str, task: int) -> str:
     return base[: -len("-v0")] + f"-singletask-task{task}-v0"
 
 
+def task_goal(meta: DatasetMeta) -> tuple[np.ndarray, float]:
+    """(goal xy, success radius) of an OGBench singletask maze dataset: the task's goal cell centre (singletask
+    envs add no goal noise) and the env's goal tolerance (1.0 for the point maze, 0.5 for the ant).  OGBench
+    labels a row from its own state s: success = ||xy(s) - goal|| <= radius, reward = success - 1, and the
+    canonical terminal (OGBench's mask 0) = success."""
+    if meta.source != "ogbench" or meta.task is None or not (meta.simulator.obs_to_state or "").startswith("qpos"):
+        raise BenchError(f"{meta.name}: only OGBench singletask maze data has a task goal")
+    import gymnasium
+
+    import ogbench.locomaze  # noqa: F401  (registers the maze envs)
+
+    env = gymnasium.make(meta.simulator.env_id, **meta.simulator.env_kwargs)
+    try:
+        maze = env.unwrapped
+        info = maze.task_infos[meta.task - 1]
+        goal = np.asarray(info.get("goal_xy", maze.ij_to_xy(info["goal_ij"])), np.float64)
+        return goal, float(maze._goal_tol)
+    finally:
+        env.close()
+
+
 def check_raw_file(path: Path, need_state: bool) -> None:
     """Check an OGBench-format npz before handing it to OGBench's loader (which would fail with a traceback)."""
     try:
