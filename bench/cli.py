@@ -280,7 +280,7 @@ def dvr_cmd(
               f"the README):", highlight=False, soft_wrap=True)
 
     def num(v, fmt="{:.3g}"):
-        return "-" if v is None else fmt.format(v)
+        return "-" if v is None or v != v else fmt.format(v)
 
     for source, fig in figs.items():
         q = fig["error_quantiles"]
@@ -292,6 +292,15 @@ def dvr_cmd(
                   f"{num(fig.get('reward_mae'))}; actions out of bounds {num(fig.get('action_out_of_bounds'), '{:.1%}')}"
                   + (f"; segments with a violation {seg['violating_share']:.1%} of {seg['count']:,}" if seg else ""),
                   highlight=False, soft_wrap=True)
+    try:
+        lab = dvr.label_check(ds, generated)  # OGBench singletask mazes only
+    except BenchError:
+        lab = None
+    if lab is not None:
+        out.print(f"  goal labels (not part of the DVR): reward wrong on {lab['reward_label_errors']:.2%} of rows, "
+                  f"terminal on {lab['terminal_label_errors']:.2%}; labelled goal {lab['labelled_goal']:.2%}, at the "
+                  f"goal {lab['at_goal']:.2%}; precision {num(lab['goal_label_precision'], '{:.1%}')}, recall "
+                  f"{num(lab['goal_label_recall'], '{:.1%}')}", highlight=False, soft_wrap=True)
     if "simulator" not in figs:
         out.print(f"{ds.meta.name}: no simulator state can be rebuilt from its observations; the model figure "
                   f"only", highlight=False, soft_wrap=True)

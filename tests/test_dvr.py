@@ -183,6 +183,7 @@ def test_bench_dvr_command_and_run_record(tmp_path, toy_file, results):
     res = bench("dvr", "toy-maze", "--task", "1", "--augmenter", "none", env=env)
     assert res.returncode == 0, res.stderr
     assert "DVR of the original data" in res.stdout and "simulator: DVR 0.00%" in res.stdout
+    assert "goal labels (not part of the DVR): reward wrong on 0.00% of rows, terminal on 0.00%" in res.stdout
     res = bench("dvr", "toy-maze", "--task", "1", "--augmenter", "noise", "--aug-config", '{"scale": 1.0}',
                 "--plot", str(tmp_path / "p.png"), env=env)
     assert res.returncode == 0, res.stderr
