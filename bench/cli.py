@@ -401,6 +401,13 @@ def sweep_cmd(
     if dry_run:
         out.print(table)
         out.print(" ".join(f"{k}: {v}" for k, v in counts.items()))
+        no_data = sorted({r.request.dataset for r in runs if r.applicable and r.run_id is None})
+        archived = len(sweep.archived_states(archive))
+        if no_data and archived:  # run ids hash the data's content: archived runs are matched once it is here
+            out.print(f"note: {', '.join(no_data)} is not on this machine, so its runs are planned without run ids "
+                      f"and none of the {archived} runs archived in {archive} is matched to them yet; `bench sweep` "
+                      f"(or `bench data make`) makes the data first, and then counts them as done",
+                      highlight=False, soft_wrap=True)
         return
     _ensure_datasets(todo)
     if any(r.run_id is None for r in todo):

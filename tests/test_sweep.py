@@ -314,6 +314,11 @@ def test_a_run_archived_on_another_machine_matches_by_the_data_recipe(tmp_path, 
     cli = [sys.executable, "-m", "bench.cli", "sweep", str(p)]
     assert subprocess.run(cli + ["--only", "*/none/*"], capture_output=True, text=True).returncode == 0
     archive = tmp_path / "reports" / "tiny" / "runs"
+    fresh = {**os.environ, "COLUMNS": "200", "AUGBENCH_CACHE": str(tmp_path / "fresh-cache")}  # data not made yet
+    dry = subprocess.run(cli + ["--dry-run"], capture_output=True, text=True, env=fresh)
+    assert dry.returncode == 0 and "done: 0" in dry.stdout, dry.stdout
+    assert "toy-maze is not on this machine" in dry.stdout and "none of the 2 runs archived" in dry.stdout, dry.stdout
+    assert not (tmp_path / "fresh-cache" / "datasets").exists()  # a dry run makes no data
     for d in list(archive.iterdir()):  # as another machine would have filed them: another content hash
         result = json.loads((d / "result.json").read_text())
         assert result["data_recipe"]["config"]["seed"] == 0

@@ -13,12 +13,12 @@ local and debug executors), `slurm` (the SLURM executor), `archive` (finished ru
 repository, counted as done on every machine).
 """
 
-from bench.sweep.archive import archive_of, archive_runs, merged_states, run_folder
+from bench.sweep.archive import archive_of, archive_runs, archived_states, merged_states, run_folder
 from bench.sweep.local import make_augmentations, run_local
 from bench.sweep.plan import (PlannedRun, describe, distinct_augmentations, error_lines, expand, run_states,
                               select)
 from bench.sweep.schema import Study, load_study
 from bench.sweep.slurm import in_flight, make_executor, run_slurm, slurm_available, slurm_parameters
 
-__all__ = ["PlannedRun", "Study", "archive_of", "archive_runs", "merged_states", "run_folder", "describe", "distinct_augmentations", "error_lines", "expand", "in_flight", "load_study",
+__all__ = ["PlannedRun", "Study", "archive_of", "archive_runs", "archived_states", "merged_states", "run_folder", "describe", "distinct_augmentations", "error_lines", "expand", "in_flight", "load_study",
            "make_augmentations", "make_executor", "run_local", "run_slurm", "run_states", "select", "slurm_available", "slurm_parameters"]
