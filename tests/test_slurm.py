@@ -113,6 +113,30 @@ def test_scancel_then_rerun_completes_only_the_missing_work(slurm_cluster, tmp_p
     assert all(sweep.run_states()[r.run_id] == "done" for r in runs)
 
 
+NO_CHILD = """\
+import subprocess, sys
+def refuse(*a, **k):
+    raise RuntimeError("started a process")
+subprocess.Popen = refuse
+if sys.argv[1] == "bench":
+    import bench
+import gymnasium.envs.mujoco.mujoco_rendering  # what every MuJoCo environment imports, glfw with it
+"""
+
+
+@pytest.mark.parametrize("first", ["bench", "nothing"])
+def test_a_mujoco_environment_starts_no_child_process_that_scancel_could_kill(first, tmp_path):
+    # scancel's SIGTERM reaches every process of a job; a child started while the environment is built dies and
+    # turned the cancellation into "cannot build the evaluation environment". `import bench` names pyGLFW's
+    # library so that no child starts; without it (the known answer) pyGLFW starts one per candidate library.
+    env = {k: v for k, v in os.environ.items() if k != "PYGLFW_LIBRARY"}
+    proc = subprocess.run([sys.executable, "-c", NO_CHILD, first], capture_output=True, text=True, env=env)
+    if first == "bench":
+        assert proc.returncode == 0, proc.stderr
+    else:
+        assert proc.returncode != 0 and "started a process" in proc.stderr
+
+
 def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, toy_file, results):
     # SLURM's requeue sends SIGTERM (submitit ignores it) and SIGKILL KillWait (5 s) later: the run must be long
     # enough that the old process cannot finish meanwhile, or the requeued task would only find its result.
