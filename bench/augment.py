@@ -30,7 +30,19 @@ def _hash(blob: dict) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]
 
 
+def _identity(name: str, config: dict) -> dict:
+    """The augmenter config as it is hashed (`Config.identity`); as it is for a name no longer registered."""
+    from methods import AUGMENTERS
+
+    try:
+        cls = AUGMENTERS.get(name)
+    except BenchError:
+        return config
+    return cls.config_class.identity(config)
+
+
 def fit_key(dataset: Dataset, name: str, config: dict, seed: int, sample_fields: tuple[str, ...] = ()) -> str:
+    config = _identity(name, config)
     fit_config = {k: v for k, v in config.items() if k not in sample_fields and k != "sample_seed"}
     return _hash({"data": dataset.meta.content_hash, "augmenter": name, "config": fit_config, "seed": seed})
 
@@ -42,7 +54,8 @@ def cache_key(dataset: Dataset, name: str, config: dict, seed: int, sample_field
         from methods import AUGMENTERS
 
         sample_fields = AUGMENTERS.get(name).sample_fields
-    sample = {k: config.get(k) for k in sample_fields}
+    dropped = set(config) - set(_identity(name, config))  # options at their old values, as `fit_key` drops them
+    sample = {k: config.get(k) for k in sample_fields if k not in dropped}
     sample_seed = config.get("sample_seed")
     return _hash({"fit": fit_key(dataset, name, config, seed, sample_fields), "sample": sample,
                   "sample_seed": seed if sample_seed is None else sample_seed})

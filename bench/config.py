@@ -93,9 +93,27 @@ class Config:
     """
 
     ranges: typing.ClassVar[dict[str, str]] = {}
+    # Options added after results were recorded without them: name -> the value that does what the code did
+    # before the option existed.  At that value the option is left out of the config's identity (run ids and
+    # cache keys, `identity`), so adding one keeps the id of every earlier result and archived run; any other
+    # value is a new identity.  The stored config still names every option.
+    added_later: typing.ClassVar[dict[str, Any]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def all_added_later(cls) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            out.update(klass.__dict__.get("added_later", {}))
+        return out
+
+    @classmethod
+    def identity(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """`config` (a `to_dict()`) as it is hashed: without the `added_later` options at their old values."""
+        old = cls.all_added_later()
+        return {k: v for k, v in config.items() if not (k in old and v == old[k])}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, where: str | None = None):

@@ -171,7 +171,26 @@ def plan(req: RunRequest, dataset=None):
 
 
 def run_id(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    """The hash of the run's config with the augmenter's and trainer's options that were added later at their
+    old values left out (`Config.identity`): adding an option keeps every earlier run's id."""
+    return hashlib.sha256(json.dumps(_identity(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _identity(config: dict) -> dict:
+    from algos import TRAINERS
+    from methods import AUGMENTERS
+
+    out = dict(config)
+    for part, registry in (("augmenter", AUGMENTERS), ("algo", TRAINERS)):
+        entry = out.get(part)
+        if not (isinstance(entry, dict) and isinstance(entry.get("config"), dict)):
+            continue
+        try:
+            cls = registry.get(entry.get("name"))
+        except BenchError:
+            continue  # a name no longer registered: hashed as it is
+        out[part] = {**entry, "config": cls.config_class.identity(entry["config"])}
+    return out
 
 
 def data_recipe(dataset) -> dict | None:

@@ -264,3 +264,30 @@ def test_goal_labels_need_singletask_maze_data(minari_dataset):
     ds = data.load("minari:augbench/hopper-random-v0")
     with pytest.raises(BenchError, match="singletask maze"):
         dvr.label_check(ds, ds)
+
+
+def test_noise_relabelled_by_the_task_has_no_label_errors_and_copied_labels_have_some(toy):
+    """The `noise` switch `labels`: copies keep labels that a moved state can contradict; "task" relabels every
+    moved row by the task's rule, so the label check finds none wrong (the known answer) and the states, the
+    dynamics and the sampled rows are those of "copy" (only the labels change)."""
+    from methods.noise import GaussianStateNoise, NoiseConfig
+
+    def gen(labels):
+        aug = GaussianStateNoise(NoiseConfig(scale=1.0, labels=labels), seed=4)
+        aug.fit(toy)
+        return aug.generate()
+
+    copied, relabelled = gen("copy"), gen("task")
+    np.testing.assert_array_equal(copied.observations, relabelled.observations)
+    assert dvr.label_check(toy, copied)["reward_label_errors"] > 0  # a std of noise moves rows off / onto the goal
+    fig = dvr.label_check(toy, relabelled)
+    assert fig["reward_label_errors"] == 0.0 and fig["terminal_label_errors"] == 0.0 and fig["reward_mae"] == 0.0
+    assert fig["at_goal"] > 0  # the check saw goal rows
+
+
+def test_noise_labels_from_the_task_need_a_maze(minari_dataset):
+    from methods.noise import GaussianStateNoise, NoiseConfig
+
+    aug = GaussianStateNoise(NoiseConfig(labels="task"), seed=0)
+    with pytest.raises(BenchError, match="labels 'task' needs an OGBench maze"):
+        aug.fit(data.load("minari:augbench/hopper-random-v0"))

@@ -413,6 +413,30 @@ def test_committed_archives_keep_their_run_ids():
         assert run_id(again) == path.parent.name, f"{path}: today's code files this run under {run_id(again)}"
 
 
+def test_an_option_added_later_keeps_old_ids_at_its_old_value_and_makes_new_ones_otherwise(toy_file):
+    """`noise`'s `labels` came after runs were archived without it (the archived noise runs above keep their
+    ids only through `Config.identity`).  At its old value ("copy") run id and cache keys are those of the
+    config without the key; at "task" they are new; the stored config names it either way."""
+    from bench import data
+    from bench.augment import cache_key, fit_key
+    from bench.run import RunRequest, canonical_config, run_id
+
+    ds = data.load("toy-maze", 1)
+    base = dict(dataset="toy-maze", task=1, augmenter="noise", algo="iql", seed=0, steps=10, eval_every=10,
+                eval_episodes=1)
+    old, new = (canonical_config(RunRequest(**base, augmenter_config={"labels": v}), ds, "cpu")
+                for v in ("copy", "task"))
+    assert old["augmenter"]["config"]["labels"] == "copy"  # stored in full
+    without = {**old, "augmenter": {**old["augmenter"], "config": {
+        k: v for k, v in old["augmenter"]["config"].items() if k != "labels"}}}
+    assert run_id(old) == run_id(without) != run_id(new)
+    c_old, c_new, c_without = (c["augmenter"]["config"] for c in (old, new, without))
+    before = cache_key(ds, "noise", c_without, 0, sample_fields=("scale", "size"))  # as the code before the option
+    assert cache_key(ds, "noise", c_old, 0) == before != cache_key(ds, "noise", c_new, 0)
+    assert fit_key(ds, "noise", c_old, 0, ("scale", "size", "labels")) == fit_key(ds, "noise", c_new, 0,
+                                                                                  ("scale", "size", "labels"))
+
+
 def test_a_damaged_archived_result_is_one_line_naming_it(tmp_path, toy_file, results):
     (tmp_path / "sweeps").mkdir()
     p = write(tmp_path / "sweeps", TINY.replace("seeds: [0, 1]", "seeds: [0]") + "archive: ../archive\n")
