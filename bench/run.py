@@ -183,7 +183,8 @@ def _identity(config: dict) -> dict:
     out = dict(config)
     for part, registry in (("augmenter", AUGMENTERS), ("algo", TRAINERS)):
         entry = out.get(part)
-        if not (isinstance(entry, dict) and isinstance(entry.get("config"), dict)):
+        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)
+                and isinstance(entry.get("config"), dict)):
             continue
         try:
             cls = registry.get(entry.get("name"))
