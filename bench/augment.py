@@ -31,14 +31,10 @@ def _hash(blob: dict) -> str:
 
 
 def _identity(name: str, config: dict) -> dict:
-    """The augmenter config as it is hashed (`Config.identity`); as it is for a name no longer registered."""
+    from bench.config import hashed_config
     from methods import AUGMENTERS
 
-    try:
-        cls = AUGMENTERS.get(name)
-    except BenchError:
-        return config
-    return cls.config_class.identity(config)
+    return hashed_config(AUGMENTERS, name, config)
 
 
 def fit_key(dataset: Dataset, name: str, config: dict, seed: int, sample_fields: tuple[str, ...] = ()) -> str:

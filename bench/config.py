@@ -103,11 +103,16 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def all_added_later(cls) -> dict[str, Any]:
+    def _merged(cls, attr: str) -> dict[str, Any]:
+        """A class-level dict merged along the MRO (a subclass's entries win)."""
         out: dict[str, Any] = {}
         for klass in reversed(cls.__mro__):
-            out.update(klass.__dict__.get("added_later", {}))
+            out.update(klass.__dict__.get(attr, {}))
         return out
+
+    @classmethod
+    def all_added_later(cls) -> dict[str, Any]:
+        return cls._merged("added_later")
 
     @classmethod
     def identity(cls, config: dict[str, Any]) -> dict[str, Any]:
@@ -135,10 +140,7 @@ class Config:
 
     @classmethod
     def all_ranges(cls) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for klass in reversed(cls.__mro__):
-            out.update(klass.__dict__.get("ranges", {}))
-        return out
+        return cls._merged("ranges")
 
     def check_ranges(self, where: str) -> None:
         for key, spec in self.all_ranges().items():
@@ -156,3 +158,15 @@ class Config:
 
     def check(self, where: str) -> None:
         """Range checks; subclasses extend this."""
+
+
+def hashed_config(registry, name: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """`config` of the class registered as `name` in `registry`, as run ids and cache keys hash it
+    (`Config.identity`); as it is for a name not (or no longer) registered."""
+    if not isinstance(name, str):
+        return config
+    try:
+        cls = registry.get(name)
+    except BenchError:
+        return config
+    return cls.config_class.identity(config)

@@ -178,19 +178,14 @@ def run_id(config: dict) -> str:
 
 def _identity(config: dict) -> dict:
     from algos import TRAINERS
+    from bench.config import hashed_config
     from methods import AUGMENTERS
 
     out = dict(config)
     for part, registry in (("augmenter", AUGMENTERS), ("algo", TRAINERS)):
         entry = out.get(part)
-        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)
-                and isinstance(entry.get("config"), dict)):
-            continue
-        try:
-            cls = registry.get(entry.get("name"))
-        except BenchError:
-            continue  # a name no longer registered: hashed as it is
-        out[part] = {**entry, "config": cls.config_class.identity(entry["config"])}
+        if isinstance(entry, dict) and isinstance(entry.get("config"), dict):
+            out[part] = {**entry, "config": hashed_config(registry, entry.get("name"), entry["config"])}
     return out
 
 
