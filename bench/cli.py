@@ -416,7 +416,16 @@ def sweep_cmd(
     if augment_only:
         if kind == "slurm":
             raise BenchError("--augment-only runs on this machine: use --executor local or debug")
-        res = sweep.make_augmentations(todo, n_workers, in_process=kind == "debug")
+        try:
+            res = sweep.make_augmentations(todo, n_workers, in_process=kind == "debug")
+        except KeyboardInterrupt:
+            from bench.augment import cache_path
+
+            keys = set(sweep.distinct_augmentations(todo))
+            made = sum(cache_path(k).exists() for k in keys)
+            _say(f"interrupted: {made} of {len(keys)} augmentations made; the fits under way were stopped (each "
+                 f"resumes from its last fit checkpoint); `bench sweep {file} --augment-only` goes on")
+            raise typer.Exit(130) from None
         out.print(f"{study.name}: {res['augmented']} of {res['augmentations']} augmentations made or found in the "
                   f"cache; no run trained", highlight=False, soft_wrap=True)
         for key, msg in res["failures"]:
@@ -477,8 +486,14 @@ def _say_what_is_left(study, todo, file: Path, kind: str) -> None:
     left = len(todo) - done
     where = ("its SLURM jobs already submitted go on running on the cluster, and the next launch waits on them"
              if kind == "slurm" else "the workers were stopped")
-    err.print(f"interrupted: {done} of {len(todo)} runs done, {left} left ({started} of them started: they resume "
-              f"from their last checkpoint); {where}; `bench sweep {file}` goes on", highlight=False, soft_wrap=True)
+    _say(f"interrupted: {done} of {len(todo)} runs done, {left} left ({started} of them started: they resume "
+         f"from their last checkpoint); {where}; `bench sweep {file}` goes on")
+
+
+def _say(line: str) -> None:
+    """What an interrupted command says instead of the bare "interrupted" (main)."""
+    err.print(line, highlight=False, soft_wrap=True)
+    _INTERRUPT["said"] = True
 
 
 @app.command("status")
@@ -565,7 +580,13 @@ def _show_tables(out_dir: Path) -> None:
         out.print(table)
 
 
-def _terminated(signum, frame) -> None:
+# typer turns a KeyboardInterrupt inside a command into a silent exit code 130; the handler below notes the
+# signal, so that main says "interrupted" unless the command said more (_say).
+_INTERRUPT = {"signal": False, "said": False}
+
+
+def _interrupted(signum, frame) -> None:
+    _INTERRUPT["signal"] = True
     raise KeyboardInterrupt
 
 
@@ -577,8 +598,8 @@ def main() -> None:
     # SIGINT (Ctrl-C) and SIGTERM (`kill`, a scheduler's stop) both end a command the same clean way: a sweep stops
     # its workers and says what is left.  SIGINT's handler is set even where it arrived ignored (a shell starts
     # `&` jobs with SIGINT ignored, and Python would keep ignoring it).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGINT, _interrupted)
+    signal.signal(signal.SIGTERM, _interrupted)
     try:
         rv = app(standalone_mode=False)
     except BenchError as e:
@@ -601,6 +622,8 @@ def main() -> None:
         where = f"{e.filename}: " if e.filename else ""
         err.print(f"[red]error[/]: {where}{e.strerror or e}", highlight=False, soft_wrap=True)
         sys.exit(1)
+    if rv == 130 and _INTERRUPT["signal"] and not _INTERRUPT["said"]:
+        err.print("interrupted")
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

@@ -393,6 +393,7 @@ def test_ctrl_c_stops_a_sweep_within_seconds_and_says_what_is_left(tmp_path, toy
     assert time.time() - t0 < 15
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err
+    assert "leaked" not in err, err[-2000:]  # the pool's queues are closed, not left to the resource tracker
     line = next(ln for ln in err.splitlines() if ln.startswith("interrupted:"))
     assert "of 3 runs done" in line and "left" in line and "bench sweep" in line, line
     time.sleep(2)
@@ -452,6 +453,65 @@ def test_a_worker_killed_during_the_augmentation_stage_does_not_end_the_sweep(tm
     assert "Traceback" not in err and "BrokenProcessPool" not in err, err[-2000:]
     assert proc.returncode == 0, (out, err)
     assert "runs done, 0 failed" in out
+
+
+def test_sigterm_stops_an_augment_only_sweep_within_seconds(tmp_path, toy_file, results):
+    """`bench sweep --augment-only` with two workers: SIGTERM while both fit stops it within seconds, its
+    workers gone (before, the pool waited for the fits under way to finish)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # its own name: the fits of `slowfit` are in the session's cache after the test above
+    source = SLOW_FIT.replace("time.sleep(4)", "time.sleep(120)").replace("SlowFit", "StuckFit")
+    site = _augmenter_plugin(tmp_path, "stuckfit", "StuckFit", source.replace("'slowfit'", "'stuckfit'"))
+    marker = tmp_path / "fitting"
+    study = write(tmp_path, KILL_STUDY.replace("  - name: none\n", "  - name: stuckfit\n"), name="augstop.yaml")
+    env = {**os.environ, "PYTHONPATH": f"{site}:{os.environ.get('PYTHONPATH', '')}", "SLOWFIT_MARKER": str(marker)}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(study), "--augment-only"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(tmp_path.glob("fitting.*"))) < 2:
+        time.sleep(0.1)
+    fitting = [int(p.suffix[1:]) for p in tmp_path.glob("fitting.*")]
+    assert len(fitting) == 2, "the two workers never started fitting"
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail("the augment-only sweep did not stop within 60 s of SIGTERM")
+    assert time.time() - t0 < 15
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and "leaked" not in err, err[-2000:]
+    line = next(ln for ln in err.splitlines() if ln.startswith("interrupted:"))
+    assert "0 of 3 augmentations made" in line and "--augment-only` goes on" in line, line
+    time.sleep(2)
+    assert not [w for w in fitting if os.path.exists(f"/proc/{w}") and
+                "Z" not in open(f"/proc/{w}/status").read().split("State:")[1][:4]]
+
+
+def test_sigterm_ends_bench_run_with_one_line_and_code_130(tmp_path, toy_file, results):
+    """typer turns an interrupt into a silent exit 130; bench says "interrupted" (the run resumes later)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--dataset", "toy-maze", "--task", "1", "--algo", "iql",
+                             "--steps", "200000", "--eval-every", "100"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not list(results.rglob("curve.csv")):
+        time.sleep(0.2)
+    assert list(results.rglob("curve.csv")), "the run never evaluated"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted", err[-2000:]
 
 
 WAIT_FIT = """\

@@ -96,8 +96,9 @@ def make_augmentations(todo: list[PlannedRun], workers: int, in_process: bool = 
     else:
         import multiprocessing as mp
 
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(worker_threads(workers), os.getpid())) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                   initargs=(worker_threads(workers), os.getpid()))
+        try:
             futs = {pool.submit(_augment_job, req): key for key, req in augs.items()}
             for fut in futs:
                 exc = fut.exception()
@@ -105,6 +106,10 @@ def make_augmentations(todo: list[PlannedRun], workers: int, in_process: bool = 
                     done += 1
                 else:
                     failures.append((futs[fut], f"{type(exc).__name__}: {exc}"))
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the fits under way now (they resume from checkpoints)
+            _stop(pool)
+            raise
+        pool.shutdown(wait=True)
     return {"augmentations": len(augs), "augmented": done, "failures": failures}
 
 
@@ -248,4 +253,9 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     for proc in procs:  # killed before the shutdown, so the pool's manager thread never waits on a busy worker
         with contextlib.suppress(Exception):
             proc.kill()
-    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.join(5)
+    # Waiting lets the manager thread see the dead workers and close the pool's queues, whose semaphores would
+    # otherwise be reported as leaked at exit; it cannot wait on a busy worker, as none is left.
+    pool.shutdown(wait=True, cancel_futures=True)
