@@ -234,10 +234,20 @@ def main() -> int:
         ax.set_xticks([])
         ax.set_yticks([])
 
+    # the ASTRO variant that adds the most data (the one a training study would use), ASTRO as published, and
+    # DiffStitch: the augmented data (accepted stitches) beside the original data, then every stitch generated
+    astro_rows = [r for r in results if r[0] != "DiffStitch"]
+    best = max(astro_rows, key=lambda r: (r[1].get("accepted", 0), r is results[0]))
+    dstitch_row = [r for r in results if r[0] == "DiffStitch"]
     show = [("original data", np.asarray(ds.observations)[:, :2])] + \
-        [(r[0] + " (all stitches)", stitch_xy(r[3], False)) for r in (results[0], results[-1])]
-    f, axes = plt.subplots(1, len(show), figsize=(5 * len(show), 4.2))
-    for ax, (title, xy) in zip(axes, show):
+        [(r[0] + " (accepted)", stitch_xy(r[3])) for r in [best] + dstitch_row] + \
+        [(r[0] + " (all stitches)", stitch_xy(r[3], False)) for r in [results[0]] + dstitch_row]
+    cols = 3
+    rows_n = -(-len(show) // cols)
+    f, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 4.2 * rows_n), squeeze=False)
+    for ax in axes.flat[len(show):]:
+        ax.axis("off")
+    for ax, (title, xy) in zip(axes.flat, show):
         h, xe, ye = np.histogram2d(xy[:, 0], xy[:, 1], bins=(m.shape[1] * 8, m.shape[0] * 8),
                                    range=((extent[0], extent[1]), (extent[2], extent[3])))
         ax.imshow(np.log1p(h.T), origin="lower", extent=(xe[0], xe[-1], ye[0], ye[-1]), cmap="magma")
@@ -247,7 +257,7 @@ def main() -> int:
     f.savefig(heat, dpi=120, bbox_inches="tight")
     plt.close(f)
 
-    panels = [results[0]] + ([results[-1]] if not args.no_diffstitch else []) + [results[1]]
+    panels = [results[0]] + ([best] if best is not results[0] else []) + dstitch_row + [results[1]]
     f, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.6))
     rng = np.random.default_rng(0)
     for ax, (label, _, _, b) in zip(np.atleast_1d(axes), panels):
@@ -270,8 +280,10 @@ def main() -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
     cmd = (f".venv/bin/python benchmarks/astro_table.py --dataset {args.dataset} --task {args.task} --preset "
-           f"{args.preset} --iterations {args.iterations} --device {args.device}"
-           + (" --no-diffstitch" if args.no_diffstitch else ""))
+           f"{args.preset}" + (f" --aug-config '{args.aug_config}'" if json.loads(args.aug_config) else "")
+           + f" --iterations {args.iterations} --device {args.device}"
+           + (" --no-diffstitch" if args.no_diffstitch else "")
+           + (f" --out {args.out.relative_to(ROOT)}" if args.out.resolve().is_relative_to(ROOT) else f" --out {args.out}"))
     c = astro.config
     lines = [
         f"# ASTRO on {ds.meta.name} (task {args.task}): true DVR against DiffStitch and the ablations, acceptance, "
@@ -322,11 +334,13 @@ def main() -> int:
         lines.append(f"| {L} | {rate:.1f} | {q50:.3f} / {q90:.3f} |")
     lines += ["", "## Coverage of the maze", "",
               f"{cov['free_cells']} free maze cells ({cov['free_bins']} free quarter-cell bins). Original data: "
-              f"{cov['original'][0]} cells, {cov['original'][1]} bins.", "",
+              f"{cov['original'][0]} cells ({100 * cov['original'][0] / cov['free_cells']:.0f} %), "
+              f"{cov['original'][1]} bins ({100 * cov['original'][1] / cov['free_bins']:.0f} %).", "",
               "| variant | cells visited with the accepted stitches | bins (new bins) | with every stitch: bins "
               "(new) |", "|---|---:|---:|---:|"]
     for i, (label, *_rest) in enumerate(results):
-        lines.append(f"| {label} | {cov[i][0]} | {cov[i][1]} ({cov[i][2]}) | {cov_all[i][1]} ({cov_all[i][2]}) |")
+        lines.append(f"| {label} | {cov[i][0]} ({100 * cov[i][0] / cov['free_cells']:.0f} %) | {cov[i][1]} "
+                     f"({cov[i][2]}) | {cov_all[i][1]} ({cov_all[i][2]}) |")
     lines += ["", f"![coverage heatmaps]({heat.name})", "", f"![stitches]({pic.name})", ""]
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")

@@ -99,9 +99,22 @@ def test_planned_states_are_the_model_rollout_and_inverse_actions_are_not(fitted
 
 def test_ablation_switches_change_what_they_name(fitted):
     base = sampler(fitted).stitch_batch()
+    from methods.astro.tdr import phi_distance
+
     for metric in ("euclidean", "random"):
-        b = sampler(fitted, target_metric=metric, d_min=0.0, d_max=1e9).stitch_batch()
+        aug = sampler(fitted, target_metric=metric, d_min=0.0, d_max=1e9)
+        b = aug.stitch_batch()
         assert b["n"] > 0
+        offsets = torch.as_tensor(aug.data.episode_offsets)
+        s_row = offsets[torch.as_tensor(b["source_episode"]).long()] + torch.as_tensor(b["source_step"])
+        t_row = offsets[torch.as_tensor(b["target_episode"]).long()] + torch.as_tensor(b["target_step"])
+        obs = torch.as_tensor(aug.data.observations)
+        steps = phi_distance(aug.emb[s_row], aug.emb[t_row])
+        if metric == "euclidean":  # chosen by the raw distance ...
+            assert torch.allclose(b["distance"], (obs[s_row] - obs[t_row]).norm(dim=-1), atol=1e-5)
+        # ... and, like ASTRO's, planned over as many steps as the TDR says the target is away
+        expect = torch.ceil(aug.config.length_scale * steps).long().clamp(aug.config.min_length, aug.config.horizon)
+        assert torch.equal(b["k"], expect)
     off = sampler(fitted, feedback="off").stitch_batch()
     assert off["history"] == [] and len(base["history"]) == fitted.config.diffusion_steps
     fixed = sampler(fitted, fixed_length=5).stitch_batch()

@@ -106,7 +106,11 @@ def test_tdr_rejects_a_target_behind_a_wall_euclidean_accepts_it():
     euc = replace(TargetConfig(), metric="euclidean", d_min=0.5, d_max=2.0)
     out = select_targets(None, None, rtg, ep, torch.zeros(1), euc, gen(), src_xy, cand_xy)
     assert out["qualifying"][0].tolist() == [True, False] and out["chosen"].item() == 0
-    assert out["distance"].item() == pytest.approx(1.0)
+    assert out["distance"].item() == pytest.approx(1.0) and torch.isnan(out["steps"]).all()
+    out = select_targets(src_emb, cand_emb, rtg, ep, torch.zeros(1), euc, gen(), src_xy, cand_xy)
+    assert out["chosen"].item() == 0 and out["distance"].item() == pytest.approx(1.0)
+    assert out["steps"].item() == pytest.approx(80.0)  # its TDR distance: ASTRO's plan length for it
+    assert tdr["steps"].item() == pytest.approx(25.0) == tdr["distance"].item()
     with pytest.raises(ValueError):
         select_targets(None, None, rtg, ep, torch.zeros(1), euc, gen())  # euclidean needs the raw states
 

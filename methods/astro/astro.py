@@ -20,7 +20,10 @@ Choices made here (ASTRO publishes none of them), each a config option:
   targets beyond the behaviour policy's best windows, so no top-2 % pool; the return preference of the
   selection still prefers the best).
 - Stitch length: k = ceil(`length_scale` x TDR distance) clamped to [min_length, horizon]: the TDR distance
-  approximates the number of steps (`fixed_length` > 0: always k steps, an ablation).  The window [10, 40] with
+  approximates the number of steps (`fixed_length` > 0: always k steps, an ablation).  The TDR distance of the
+  chosen pair whatever `target_metric` chose it, so the Euclidean and random ablations differ from ASTRO in the
+  targets only (until 2026-12-06 the Euclidean ablation took k from the raw distance: 3-9 steps for targets
+  10-40 steps away, which confounded its row in reports/astro.md).  The window [10, 40] with
   horizon 40 keeps ASTRO's stitches as long as DiffStitch's (10-39 steps).
 - `plans` (1): action plans sampled per (source, target) pair, in one batch; the pair keeps the plan whose
   rollout ends nearest the target (best of N, a harness option: ASTRO describes one plan per pair).
@@ -480,11 +483,11 @@ class Astro(Augmenter):
             return {**out, "n": 0}
         n = len(idx)
         s_row, t_row = src[idx], cand[idx, sel["chosen"][idx]]
-        dist = sel["distance"][idx]
+        dist, steps = sel["distance"][idx], sel["steps"][idx]
         if c.fixed_length:
             k = torch.full((n,), c.fixed_length, device=dev, dtype=torch.long)
         else:
-            k = torch.ceil(c.length_scale * dist.nan_to_num(float(H))).long().clamp(c.min_length, H)
+            k = torch.ceil(c.length_scale * steps.nan_to_num(float(H))).long().clamp(c.min_length, H)
         s0, goal = self.obs[s_row], self.obs[t_row]
         plan = self._best_plan(s0, goal, k)
         pos = torch.arange(H, device=dev)

@@ -15,6 +15,9 @@ chosen here, each a named `TargetConfig` option, with its reason:
   not only xy).  "random" (the ablation): every candidate on another episode qualifies, distance ignored; the
   return preference still applies, so TDR vs random isolates the distance criterion (`prefer="uniform"` gives a
   fully random selector).  `distance` is then the TDR distance where embeddings are given, else NaN.
+- `select_targets` returns the chosen target's `distance` in the metric's units and, for every metric, its TDR
+  distance as `steps` (NaN without embeddings): ASTRO sets the stitch's length from `steps`, so an ablation of
+  the metric changes which target is chosen, not how the length of the plan to it is estimated.
 - Window `d_min` <= d <= `d_max`, in the metric's units, both ends inclusive (the distances are continuous).  For
   "tdr" the units are steps (the TDR's phi-distance approximates the number of steps): defaults 10 and 40, the
   step window [10, 40) of DiffStitch's step estimation, so that ASTRO and DiffStitch compare at equal stitch
@@ -185,6 +188,8 @@ def select_targets(source_emb, cand_emb, cand_rtg, cand_episode, source_episode,
     has = ok.any(1)
     chosen = torch.where(has, score.argmax(1), torch.full((S,), -1, device=dev, dtype=torch.long))
     rows = torch.arange(S, device=dev)
-    picked = dist[rows, chosen.clamp_min(0)]
-    distance = torch.where(has, picked, torch.full_like(picked, float("nan")))
-    return {"chosen": chosen, "has": has, "distance": distance, "n_qualifying": ok.sum(1), "qualifying": ok}
+    nan = torch.full((S,), float("nan"), device=dev)
+    distance = torch.where(has, dist[rows, chosen.clamp_min(0)], nan)
+    steps = torch.where(has, d_tdr[rows, chosen.clamp_min(0)], nan) if d_tdr is not None else nan
+    return {"chosen": chosen, "has": has, "distance": distance, "steps": steps, "n_qualifying": ok.sum(1),
+            "qualifying": ok}
