@@ -153,6 +153,12 @@ def main() -> int:
     from methods.diffstitch import REASONS as D_REASONS
 
     device = "cpu" if args.device.startswith("cpu") else args.device
+    out = args.out.resolve()
+    cmd = (f".venv/bin/python benchmarks/astro_table.py --dataset {args.dataset} --task {args.task} --preset "
+           f"{args.preset}" + (f" --aug-config '{args.aug_config}'" if json.loads(args.aug_config) else "")
+           + f" --iterations {args.iterations} --device {args.device}" + (" --no-diffstitch" if args.no_diffstitch
+                                                                           else "")
+           + f" --out {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     t_all = time.time()
     data.ensure(args.dataset, say=print)
     ds = data.load(args.dataset, args.task)
@@ -279,11 +285,6 @@ def main() -> int:
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
-    cmd = (f".venv/bin/python benchmarks/astro_table.py --dataset {args.dataset} --task {args.task} --preset "
-           f"{args.preset}" + (f" --aug-config '{args.aug_config}'" if json.loads(args.aug_config) else "")
-           + f" --iterations {args.iterations} --device {args.device}"
-           + (" --no-diffstitch" if args.no_diffstitch else "")
-           + (f" --out {args.out.relative_to(ROOT)}" if args.out.resolve().is_relative_to(ROOT) else f" --out {args.out}"))
     c = astro.config
     lines = [
         f"# ASTRO on {ds.meta.name} (task {args.task}): true DVR against DiffStitch and the ablations, acceptance, "

@@ -127,6 +127,26 @@ def test_ablation_switches_change_what_they_name(fitted):
     assert window["n"] == 0 and window["no_target"] == window["sources"]
 
 
+def test_component_options_reach_their_components_and_keep_old_ids(fitted):
+    from bench.config import hashed_config
+
+    aug = AS(AS.resolve_config({**BASE, "tdr_geometric_p": 0.05, "tdr_normalize_inputs": True,
+                                "dyn_sample_noise": 0.5, "dyn_clip_denoised": None, "consistency": 3.0,
+                                "consistency_scale": 7.0, "window_units": "steps"}), seed=0)
+    tdr, dyn, _ = aug._configs()
+    assert (tdr.geometric_p, tdr.normalize_inputs, dyn.sample_noise, dyn.clip_denoised) == (0.05, True, 0.5, None)
+    aug.load_fitted(fitted.data, fitted.fitted_state())
+    aug.begin_sampling(1)
+    aug._prepare()
+    assert (aug.tcfg.consistency_scale, aug.tcfg.tdr_discount) == (7.0, aug.config.discount)
+    default = AS.resolve_config(BASE)  # at their old values the new options are not part of the hashed config
+    assert not {"tdr_geometric_p", "dyn_sample_noise", "window_units"} & set(hashed_config(AUGMENTERS, "astro",
+                                                                                           default.to_dict()))
+    strict = sampler(fitted, consistency=1.0, consistency_scale=1e6)  # no candidate agrees with the geometry
+    strict.generate()
+    assert strict.stats["no_target_inconsistent"] == strict.stats["no_target"] == strict.stats["attempts"] > 0
+
+
 def test_generate_counts_every_reason_and_writes_trajectories(fitted, toy):
     aug = sampler(fitted)  # cpu-smoke accepts any reach and model error: a 40-step model's stitches
     out = aug.generate()

@@ -187,6 +187,18 @@ def test_consistency_filter():
     with pytest.raises(ValueError):
         select_targets(torch.zeros(1, 2), cand_emb, rtg, ep, torch.zeros(1), replace(base, consistency=2.0), gen())
 
+    def flags(**kw):
+        out = select_targets(torch.zeros(1, 2), cand_emb, rtg, ep, torch.zeros(1), replace(base, **kw), gen(),
+                             src_xy, cand_xy)
+        return out["has"].item(), out["inconsistent"].item()
+
+    # every candidate lost to the filter (scale 100: max(r, 1/r) = 5, 10, 5, 20) is counted apart from an
+    # empty window
+    assert flags(consistency_scale=100.0, consistency=4.0) == (False, True)
+    assert flags(consistency_scale=100.0, consistency=5.0) == (True, False)
+    assert flags(d_min=100.0, d_max=200.0, consistency=4.0) == (False, False)
+    assert flags() == (True, False)
+
 
 def test_with_a_fitted_tdr(toy_task1):
     """A tiny TDR fit on the toy maze: its embeddings go through select_targets, the reported distance is

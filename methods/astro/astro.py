@@ -38,6 +38,12 @@ Choices made here (ASTRO publishes none of them), each a config option:
   dimensions; `delta_quantile` > 0 (default 0.99) sets delta from the ensemble's own error on real
   transitions; with `dynamics = "ensemble"` the checker is that model, so the check only catches the joining
   step), `return` (the source's return-to-go above the stitch's sum_i g^i r_i + g^k x the target's).
+  `no_target` counts the sources without a target; `no_target_inconsistent` (in the stats) the part of them
+  that had candidates in the window but lost them all to the consistency filter (`consistency`).
+- The components' own choices, settable here (each explained in its file): `tdr_geometric_p` and
+  `tdr_normalize_inputs` (tdr.py), `dyn_sample_noise` and `dyn_clip_denoised` (dynamics.py), `consistency_scale`
+  and `window_units` = "steps" (targets.py's `tdr_discount`: the window in true steps, mapped through the TDR's
+  discount; default "phi", the TDR distance as is).
 - Rewards and terminals: as DiffStitch's `rewards` (exact for OGBench maze singletasks, else the ensemble's).
 - Output: `trajectories`, each accepted stitch a segment of k steps (`emit = "full"`: with the source's prefix
   and the target's suffix), assembled by `methods.diffstitch.assemble_stitches`.
@@ -87,8 +93,12 @@ class AstroConfig(AugmenterConfig):
         "sources_per_iteration": "[1, 1000000]", "length_scale": "(0, inf)", "fixed_length": "[0, 1000]",
         "feedback_every": "[1, 10000]", "plans": "[1, 1024]", "guidance_scale": "[0, inf)", "noise_scale": "[0, inf)",
         "reach_tol": "(0, inf)", "delta": "(0, inf)", "delta_quantile": "[0, 1)", "budget": "[1, 1000000000]",
-        "max_iterations": "[1, 100000000]",
+        "max_iterations": "[1, 100000000]", "tdr_geometric_p": "(0, 1]", "dyn_sample_noise": "[0, inf)",
+        "dyn_clip_denoised": "(0, inf)", "consistency_scale": "(0, inf)",
     }
+    # options made settable here after runs were archived: at these values a config keeps its old run id
+    added_later = {"tdr_geometric_p": None, "tdr_normalize_inputs": False, "dyn_sample_noise": 1.0,
+                   "dyn_clip_denoised": 10.0, "consistency_scale": None, "window_units": "phi"}
     # -- TDR (fit) --
     tdr_hidden: tuple[int, ...] = (512, 512, 512)
     tdr_latent: int = 32
@@ -97,6 +107,8 @@ class AstroConfig(AugmenterConfig):
     tdr_expectile: float = 0.999
     tdr_lr: float = 3e-4
     tdr_tau: float = 0.005
+    tdr_geometric_p: float | None = None  # trajectory-goal offsets; None: 1 - discount (GAS); tdr.py's doc
+    tdr_normalize_inputs: bool = False  # True: z-scored observations (GAS: raw); tdr.py's doc
     # -- the planner (fit) --
     horizon: int = 40
     min_length: int = 1
@@ -116,6 +128,8 @@ class AstroConfig(AugmenterConfig):
     dyn_heads: int = 4
     dyn_diffusion_steps: int = 20
     dyn_train_steps: int = 100_000
+    dyn_sample_noise: float = 1.0  # the DiT's DDPM noise scale at rollout (dynamics.py's doc; the planner trains
+    dyn_clip_denoised: float | None = 10.0  # with these rollouts, so both are fit fields); None: no clip
     # -- the checker / reward ensemble and the inverse model of the ablation (fit) --
     members: int = 7
     elites: int = 5
@@ -135,6 +149,9 @@ class AstroConfig(AugmenterConfig):
     prefer: str = "return"
     temperature: float = 1.0
     consistency: float | None = None  # ASTRO's Delta_thresh (off by default)
+    consistency_scale: float | None = None  # kappa, TDR steps per raw unit; None: fitted per batch (targets.py)
+    window_units: str = "phi"  # "phi": [d_min, d_max] against the TDR distance as is; "steps": mapped through
+    # the TDR's discount to its discounted units (targets.py's `tdr_discount`)
     source_fraction: float = 0.3
     sources_per_iteration: int = 64
     length_scale: float = 1.0
@@ -165,7 +182,7 @@ class AstroConfig(AugmenterConfig):
                    "prefer": ("return", "softmax", "uniform"), "feedback": ("condition", "guidance", "both", "off"),
                    "actions": ("planned", "inverse"), "join": ("target", "reached"),
                    "rewards": ("auto", "model", "exact"), "emit": ("bridge", "full"),
-                   "inverse_input": ("pair", "delta")}
+                   "inverse_input": ("pair", "delta"), "window_units": ("phi", "steps")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise BenchError(f"{where}: '{key}' must be one of {', '.join(allowed)}, got '{getattr(self, key)}'")
@@ -228,7 +245,7 @@ class Astro(Augmenter):
     output = "trajectories"
     presets = PRESETS
     sample_fields = ("target_metric", "d_min", "d_max", "candidates", "prefer", "temperature", "consistency",
-                     "source_fraction", "sources_per_iteration", "length_scale", "fixed_length", "feedback",
+                     "consistency_scale", "window_units", "source_fraction", "sources_per_iteration", "length_scale", "fixed_length", "feedback",
                      "feedback_every", "plans", "guidance_scale", "noise_scale", "actions", "join", "reach_tol",
                      "delta",
                      "delta_quantile", "qualify", "check_return", "rewards", "emit", "budget", "max_iterations")
@@ -243,12 +260,13 @@ class Astro(Augmenter):
         c = self.config
         tdr = TDRConfig(hidden=tuple(c.tdr_hidden), latent=c.tdr_latent, steps=c.tdr_steps, batch_size=c.tdr_batch,
                         expectile=c.tdr_expectile, lr=c.tdr_lr, tau=c.tdr_tau, discount=c.discount,
-                        log_every=max(1, min(1000, c.tdr_steps // 20 or 1)))
+                        geometric_p=c.tdr_geometric_p, normalize_inputs=c.tdr_normalize_inputs, log_every=max(1, min(1000, c.tdr_steps // 20 or 1)))
         dyn = DynamicsConfig(kind=c.dynamics, horizon=c.horizon, width=c.dyn_width, depth=c.dyn_depth,
                              heads=c.dyn_heads, diffusion_steps=c.dyn_diffusion_steps, train_steps=c.dyn_train_steps,
                              batch_size=c.batch_size, lr=c.lr, members=c.members, elites=c.elites,
                              ensemble_width=c.ensemble_width, ensemble_layers=c.ensemble_layers,
-                             ensemble_epochs=c.ensemble_epochs)
+                             ensemble_epochs=c.ensemble_epochs, sample_noise=c.dyn_sample_noise,
+                             clip_denoised=c.dyn_clip_denoised)
         plan = PlannerConfig(horizon=c.horizon, min_length=c.min_length, width=c.width, depth=c.depth, heads=c.heads,
                              diffusion_steps=c.diffusion_steps, train_steps=c.train_steps, batch_size=c.batch_size,
                              lr=c.lr, mask_ratio=c.mask_ratio, feedback_train=c.feedback_train,
@@ -417,10 +435,13 @@ class Astro(Augmenter):
         import torch
 
         from methods.astro.targets import TargetConfig
+        from methods.diffstitch import exact_reward_fn
 
         c, ds, dev = self.config, self.data, self.device
         self.tcfg = TargetConfig(metric=c.target_metric, d_min=c.d_min, d_max=c.d_max, candidates=c.candidates,
-                                 prefer=c.prefer, temperature=c.temperature, consistency=c.consistency).validate()
+                                 prefer=c.prefer, temperature=c.temperature, consistency=c.consistency,
+                                 consistency_scale=c.consistency_scale,
+                                 tdr_discount=c.discount if c.window_units == "steps" else None).validate()
         off = np.asarray(ds.episode_offsets, np.int64)
         lengths = np.diff(off)
         self.row_ep = np.repeat(np.arange(len(lengths)), lengths)
@@ -437,6 +458,10 @@ class Astro(Augmenter):
         self.planner.cfg.feedback_every = c.feedback_every
         self.planner.cfg.guidance_scale = c.guidance_scale
         self.planner.cfg.noise_scale = c.noise_scale
+        self._exact_fn = exact_reward_fn(self.data) if c.rewards in ("auto", "exact") else None
+        if c.rewards == "exact" and self._exact_fn is None:
+            raise BenchError(f"astro: rewards 'exact' needs an OGBench maze dataset; '{self.data.meta.name}' "
+                             f"has no state-based reward rule (use 'model')")
 
     @property
     def delta(self) -> float:
@@ -463,7 +488,6 @@ class Astro(Augmenter):
         import torch
 
         from methods.astro.targets import draw_candidates, select_targets
-        from methods.diffstitch import exact_reward_fn
         from methods.tatu import termination_rule
 
         c, g, dev = self.config, self.torch_generator, self.device
@@ -477,7 +501,7 @@ class Astro(Augmenter):
         sel = select_targets(self.emb[src], self.emb[cand], self.rtg_t[cand], self.ep_t[cand], self.ep_t[src],
                              self.tcfg, g, source_xy=self.obs[src], cand_xy=self.obs[cand])
         has = sel["has"]
-        out = {"sources": S, "no_target": int((~has).sum())}
+        out = {"sources": S, "no_target": int((~has).sum()), "inconsistent": int(sel["inconsistent"].sum())}
         idx = has.nonzero()[:, 0]
         if len(idx) == 0:
             return {**out, "n": 0}
@@ -518,11 +542,6 @@ class Astro(Augmenter):
         rule = termination_rule(self.data.meta.simulator.env_id)
         failed = (rule(states[:, 1:].reshape(-1, states.shape[-1])).reshape(n, H) & valid).any(1) if rule \
             else torch.zeros(n, dtype=torch.bool, device=dev)
-        if not hasattr(self, "_exact_fn"):
-            self._exact_fn = exact_reward_fn(self.data) if c.rewards in ("auto", "exact") else None
-            if c.rewards == "exact" and self._exact_fn is None:
-                raise BenchError(f"astro: rewards 'exact' needs an OGBench maze dataset; '{self.data.meta.name}' "
-                                 f"has no state-based reward rule (use 'model')")
         if self._exact_fn is not None:
             r, term = self._exact_fn(flat_s)
             rewards, terminals = r.reshape(n, H), term.reshape(n, H) & valid
@@ -551,7 +570,7 @@ class Astro(Augmenter):
         self._prepare()
         counts = dict.fromkeys(("attempts", "accepted", *REASONS), 0)
         parts, transitions, it, t0 = [], 0, 0, time.time()
-        reach_all, reach_ok, history = [], [], []
+        reach_all, reach_ok, history, inconsistent = [], [], [], 0
         steps_hist = np.zeros(c.horizon + 1, np.int64)
         keys = ("states", "actions", "rewards", "terminals", "k", "source_episode", "source_step", "target_episode",
                 "target_step")
@@ -560,6 +579,7 @@ class Astro(Augmenter):
             it += 1
             counts["attempts"] += b["sources"]
             counts["no_target"] += b["no_target"]
+            inconsistent += b["inconsistent"]
             if not b["n"]:
                 self.report(min(transitions, c.budget), c.budget)
                 continue
@@ -584,7 +604,7 @@ class Astro(Augmenter):
         def mean(chunks):
             return float(np.concatenate(chunks).mean()) if chunks else None
 
-        self.stats = {**counts, "transitions": transitions, "iterations": it, "seconds": round(seconds, 3),
+        self.stats = {**counts, "no_target_inconsistent": inconsistent, "transitions": transitions, "iterations": it, "seconds": round(seconds, 3),
                       "stitches_per_second": counts["accepted"] / seconds if seconds > 0 else None,
                       "attempts_per_second": counts["attempts"] / seconds if seconds > 0 else None,
                       "acceptance": counts["accepted"] / counts["attempts"] if counts["attempts"] else 0.0,

@@ -15,6 +15,8 @@ chosen here, each a named `TargetConfig` option, with its reason:
   not only xy).  "random" (the ablation): every candidate on another episode qualifies, distance ignored; the
   return preference still applies, so TDR vs random isolates the distance criterion (`prefer="uniform"` gives a
   fully random selector).  `distance` is then the TDR distance where embeddings are given, else NaN.
+- `select_targets` also flags the sources that had candidates in the window but lost them all to the
+  consistency filter (`inconsistent`), so that this rejection is counted apart from an empty window.
 - `select_targets` returns the chosen target's `distance` in the metric's units and, for every metric, its TDR
   distance as `steps` (NaN without embeddings): ASTRO sets the stitch's length from `steps`, so an ablation of
   the metric changes which target is chosen, not how the length of the plan to it is estimated.
@@ -166,6 +168,7 @@ def select_targets(source_emb, cand_emb, cand_rtg, cand_episode, source_episode,
         dist = d_tdr if cfg.metric == "tdr" else d_raw
         lo, hi = cfg.window()
         ok = ok & (dist >= lo) & (dist <= hi)
+    in_window = ok.any(1)
     if cfg.consistency is not None:
         ratio = d_tdr / d_raw.clamp_min(1e-12)
         kappa = cfg.consistency_scale
@@ -192,4 +195,4 @@ def select_targets(source_emb, cand_emb, cand_rtg, cand_episode, source_episode,
     distance = torch.where(has, dist[rows, chosen.clamp_min(0)], nan)
     steps = torch.where(has, d_tdr[rows, chosen.clamp_min(0)], nan) if d_tdr is not None else nan
     return {"chosen": chosen, "has": has, "distance": distance, "steps": steps, "n_qualifying": ok.sum(1),
-            "qualifying": ok}
+            "qualifying": ok, "inconsistent": in_window & ~has}
