@@ -501,8 +501,8 @@ def test_sigterm_ends_bench_run_with_one_line_and_code_130(tmp_path, toy_file, r
     import sys
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--dataset", "toy-maze", "--task", "1", "--algo", "iql",
-                             "--steps", "200000", "--eval-every", "100"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--dataset", "toy-maze", "--task", "1",
+                             "--algo", "iql", "--steps", "200000", "--eval-every", "100"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
     while time.time() < deadline and not list(results.rglob("curve.csv")):

@@ -245,10 +245,10 @@ class Astro(Augmenter):
     output = "trajectories"
     presets = PRESETS
     sample_fields = ("target_metric", "d_min", "d_max", "candidates", "prefer", "temperature", "consistency",
-                     "consistency_scale", "window_units", "source_fraction", "sources_per_iteration", "length_scale", "fixed_length", "feedback",
-                     "feedback_every", "plans", "guidance_scale", "noise_scale", "actions", "join", "reach_tol",
-                     "delta",
-                     "delta_quantile", "qualify", "check_return", "rewards", "emit", "budget", "max_iterations")
+                     "consistency_scale", "window_units", "source_fraction", "sources_per_iteration", "length_scale",
+                     "fixed_length", "feedback", "feedback_every", "plans", "guidance_scale", "noise_scale", "actions",
+                     "join", "reach_tol", "delta", "delta_quantile", "qualify", "check_return", "rewards", "emit",
+                     "budget", "max_iterations")
     limit_fields = ("budget", "max_iterations")
 
     # -- fit --------------------------------------------------------------------------------------------------
@@ -260,7 +260,8 @@ class Astro(Augmenter):
         c = self.config
         tdr = TDRConfig(hidden=tuple(c.tdr_hidden), latent=c.tdr_latent, steps=c.tdr_steps, batch_size=c.tdr_batch,
                         expectile=c.tdr_expectile, lr=c.tdr_lr, tau=c.tdr_tau, discount=c.discount,
-                        geometric_p=c.tdr_geometric_p, normalize_inputs=c.tdr_normalize_inputs, log_every=max(1, min(1000, c.tdr_steps // 20 or 1)))
+                        geometric_p=c.tdr_geometric_p, normalize_inputs=c.tdr_normalize_inputs,
+                        log_every=max(1, min(1000, c.tdr_steps // 20 or 1)))
         dyn = DynamicsConfig(kind=c.dynamics, horizon=c.horizon, width=c.dyn_width, depth=c.dyn_depth,
                              heads=c.dyn_heads, diffusion_steps=c.dyn_diffusion_steps, train_steps=c.dyn_train_steps,
                              batch_size=c.batch_size, lr=c.lr, members=c.members, elites=c.elites,
@@ -604,7 +605,8 @@ class Astro(Augmenter):
         def mean(chunks):
             return float(np.concatenate(chunks).mean()) if chunks else None
 
-        self.stats = {**counts, "no_target_inconsistent": inconsistent, "transitions": transitions, "iterations": it, "seconds": round(seconds, 3),
+        self.stats = {**counts, "no_target_inconsistent": inconsistent, "transitions": transitions, "iterations": it,
+                      "seconds": round(seconds, 3),
                       "stitches_per_second": counts["accepted"] / seconds if seconds > 0 else None,
                       "attempts_per_second": counts["attempts"] / seconds if seconds > 0 else None,
                       "acceptance": counts["accepted"] / counts["attempts"] if counts["attempts"] else 0.0,

@@ -32,7 +32,8 @@ shared/reference/astro-facts.md); everything below is chosen here, each choice a
   * "guidance": a gradient step on x0_hat against the endpoint and known-state deviation, through a
     differentiable rollout (`rollout_grad`: either dynamics model), x0 <- x0 - `guidance_scale` * grad of the
     summed squared z-deviation (over the plan's known positions and state dimensions; a sum over the plans of
-    the batch, so each plan gets its own gradient), turned back into epsilon; the planner's condition carries no feedback.
+    the batch, so each plan gets its own gradient), turned back into epsilon; the planner's condition carries no
+    feedback.
   * "both": guidance and condition.  "off": neither (the ablation; the same fitted planner).
   `feedback_every` > 1 refreshes the feedback only every that many steps (the last value is reused between).
 - The stitch is the final action plan executed by the dynamics model (`Plan.states`), so states and actions
