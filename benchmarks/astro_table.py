@@ -157,8 +157,8 @@ def main() -> int:
     out = args.out.resolve()
     cmd = (f".venv/bin/python benchmarks/astro_table.py --dataset {args.dataset} --task {args.task} --preset "
            f"{args.preset}" + (f" --aug-config '{args.aug_config}'" if json.loads(args.aug_config) else "")
-           + f" --iterations {args.iterations} --device {args.device}" + (" --no-diffstitch" if args.no_diffstitch
-                                                                           else "")
+           + f" --iterations {args.iterations} --seed {args.seed} --device {args.device}"
+           + (" --no-diffstitch" if args.no_diffstitch else "")
            + f" --out {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     t_all = time.time()
     data.ensure(args.dataset, say=print)
@@ -268,7 +268,7 @@ def main() -> int:
     f.savefig(heat, dpi=120, bbox_inches="tight")
     plt.close(f)
 
-    panels = [results[0]] + ([best] if best is not results[0] else []) + dstitch_row + [results[1]]
+    panels = [results[0]] + ([best] if best not in (results[0], results[1]) else []) + dstitch_row + [results[1]]
     f, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.6))
     rng = np.random.default_rng(0)
     for ax, (label, _, _, b) in zip(np.atleast_1d(axes), panels):

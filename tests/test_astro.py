@@ -4,11 +4,11 @@ test_contracts)."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 
+from bench.errors import BenchError
 from methods import AUGMENTERS
 from methods.astro.astro import REASONS, discounted_rtg
 
@@ -140,8 +140,22 @@ def test_component_options_reach_their_components_and_keep_old_ids(fitted):
     aug._prepare()
     assert (aug.tcfg.consistency_scale, aug.tcfg.tdr_discount) == (7.0, aug.config.discount)
     default = AS.resolve_config(BASE)  # at their old values the new options are not part of the hashed config
-    assert not {"tdr_geometric_p", "dyn_sample_noise", "window_units"} & set(hashed_config(AUGMENTERS, "astro",
-                                                                                           default.to_dict()))
+    assert set(AS.config_class.added_later) <= set(default.to_dict())
+    assert not set(AS.config_class.added_later) & set(hashed_config(AUGMENTERS, "astro", default.to_dict()))
+    # in true steps, the stitch is as long as the TDR's discounted distance says: d = log(1 - (1 - g) phi) / log g
+    stepped = sampler(fitted, window_units="steps", d_min=0.0, d_max=1e9)
+    b = stepped.stitch_batch()
+    offsets = torch.as_tensor(stepped.data.episode_offsets)
+    s_row = offsets[torch.as_tensor(b["source_episode"]).long()] + torch.as_tensor(b["source_step"])
+    t_row = offsets[torch.as_tensor(b["target_episode"]).long()] + torch.as_tensor(b["target_step"])
+    from methods.astro.tdr import phi_distance
+
+    g, H = stepped.config.discount, stepped.config.horizon
+    phi = phi_distance(stepped.emb[s_row], stepped.emb[t_row]).double()
+    d = torch.where((1 - g) * phi < 1, torch.log(1 - (1 - g) * phi.clamp(max=0.999 / (1 - g))) / np.log(g), H)
+    assert torch.equal(b["k"], torch.ceil(d).long().clamp(stepped.config.min_length, H))
+    with pytest.raises(BenchError, match="window_units"):
+        AS.resolve_config({**BASE, "window_units": "steps", "discount": 1.0})
     strict = sampler(fitted, consistency=1.0, consistency_scale=1e6)  # no candidate agrees with the geometry
     strict.generate()
     assert strict.stats["no_target_inconsistent"] == strict.stats["no_target"] == strict.stats["attempts"] > 0
@@ -166,8 +180,6 @@ def test_generation_is_deterministic(fitted):
 
 
 def test_bad_configs_are_refused_in_one_line():
-    from bench.errors import BenchError
-
     for bad, words in [({"target_metric": "bfs"}, "target_metric"),
                        ({"fixed_length": 99}, "horizon"), ({"d_min": 50.0, "d_max": 10.0}, "d_min"),
                        ({"elites": 9}, "elites")]:

@@ -106,8 +106,8 @@ def make_augmentations(todo: list[PlannedRun], workers: int, in_process: bool = 
                     done += 1
                 else:
                     failures.append((futs[fut], f"{type(exc).__name__}: {exc}"))
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the fits under way now (they resume from checkpoints)
-            _stop(pool)
+        except BaseException:  # Ctrl-C, SIGTERM, or a pool that broke: stop the fits under way now (they resume
+            _stop(pool)        # from their checkpoints)
             raise
         pool.shutdown(wait=True)
     return {"augmentations": len(augs), "augmented": done, "failures": failures}
@@ -257,5 +257,6 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         with contextlib.suppress(Exception):
             proc.join(5)
     # Waiting lets the manager thread see the dead workers and close the pool's queues, whose semaphores would
-    # otherwise be reported as leaked at exit; it cannot wait on a busy worker, as none is left.
-    pool.shutdown(wait=True, cancel_futures=True)
+    # otherwise be reported as leaked at exit; a worker that outlived its kill (stuck in the kernel) would make
+    # that wait endless, so then the pool is left as it is.
+    pool.shutdown(wait=not any(p.is_alive() for p in procs), cancel_futures=True)

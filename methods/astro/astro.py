@@ -43,7 +43,8 @@ Choices made here (ASTRO publishes none of them), each a config option:
 - The components' own choices, settable here (each explained in its file): `tdr_geometric_p` and
   `tdr_normalize_inputs` (tdr.py), `dyn_sample_noise` and `dyn_clip_denoised` (dynamics.py), `consistency_scale`
   and `window_units` = "steps" (targets.py's `tdr_discount`: the window in true steps, mapped through the TDR's
-  discount; default "phi", the TDR distance as is).
+  discount, and the stitch length mapped back, d = log(1 - (1 - g) phi) / log g; default "phi", the TDR distance
+  as is for both).
 - Rewards and terminals: as DiffStitch's `rewards` (exact for OGBench maze singletasks, else the ensemble's).
 - Output: `trajectories`, each accepted stitch a segment of k steps (`emit = "full"`: with the source's prefix
   and the target's suffix), assembled by `methods.diffstitch.assemble_stitches`.
@@ -62,6 +63,7 @@ named in them), `cpu-smoke` (tests).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -190,6 +192,8 @@ class AstroConfig(AugmenterConfig):
             raise BenchError(f"{where}: 'tdr_hidden' must be a list of positive integers")
         if self.min_length > self.horizon or self.fixed_length > self.horizon:
             raise BenchError(f"{where}: 'min_length' and 'fixed_length' must not exceed 'horizon' ({self.horizon})")
+        if self.window_units == "steps" and self.discount >= 1:
+            raise BenchError(f"{where}: 'window_units' steps maps steps through the TDR's discount, which must be < 1")
         if self.d_min > self.d_max:
             raise BenchError(f"{where}: the target window needs d_min <= d_max, got [{self.d_min}, {self.d_max}]")
         if self.elites > self.members:
@@ -509,6 +513,9 @@ class Astro(Augmenter):
         n = len(idx)
         s_row, t_row = src[idx], cand[idx, sel["chosen"][idx]]
         dist, steps = sel["distance"][idx], sel["steps"][idx]
+        if c.window_units == "steps":  # the TDR distance in its discounted units, (1 - g^d) / (1 - g), back to d
+            x = (1.0 - c.discount) * steps
+            steps = torch.where(x < 1, torch.log1p(-x.clamp(max=1 - 1e-7)) / math.log(c.discount), float(H))
         if c.fixed_length:
             k = torch.full((n,), c.fixed_length, device=dev, dtype=torch.long)
         else:
