@@ -256,7 +256,10 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     for proc in procs:
         with contextlib.suppress(Exception):
             proc.join(5)
-    # Waiting lets the manager thread see the dead workers and close the pool's queues, whose semaphores would
-    # otherwise be reported as leaked at exit; a worker that outlived its kill (stuck in the kernel) would make
-    # that wait endless, so then the pool is left as it is.
-    pool.shutdown(wait=not any(p.is_alive() for p in procs), cancel_futures=True)
+    pool.shutdown(wait=False, cancel_futures=True)
+    # A bounded wait for the pool's manager thread, which closes the pool's queues once it sees the dead workers
+    # (their semaphores would otherwise be reported as leaked at exit); never endless, even if a worker outlived
+    # its kill (stuck in the kernel).
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if manager is not None:
+        manager.join(5)
