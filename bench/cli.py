@@ -419,11 +419,8 @@ def sweep_cmd(
         try:
             res = sweep.make_augmentations(todo, n_workers, in_process=kind == "debug")
         except KeyboardInterrupt:
-            from bench.augment import cache_path
-
-            keys = set(sweep.distinct_augmentations(todo))
-            made = sum(cache_path(k).exists() for k in keys)
-            _say(f"interrupted: {made} of {len(keys)} augmentations made; the fits under way were stopped (each "
+            made, total = _augmentations_made(todo)
+            _say(f"interrupted: {made} of {total} augmentations made; the fits under way were stopped (each "
                  f"resumes from its last fit checkpoint); `bench sweep {file} --augment-only` goes on")
             raise typer.Exit(130) from None
         out.print(f"{study.name}: {res['augmented']} of {res['augmentations']} augmentations made or found in the "
@@ -490,6 +487,15 @@ def _say_what_is_left(study, todo, file: Path, kind: str) -> None:
          f"from their last checkpoint); {where}; `bench sweep {file}` goes on")
 
 
+def _augmentations_made(runs) -> tuple[int, int]:
+    """How many of the distinct augmentations `runs` need are in the cache, and how many there are."""
+    from bench import sweep
+    from bench.augment import cache_path
+
+    keys = set(sweep.distinct_augmentations(runs))
+    return sum(cache_path(k).exists() for k in keys), len(keys)
+
+
 def _say(line: str) -> None:
     """What an interrupted command says instead of the bare "interrupted" (main)."""
     err.print(line, highlight=False, soft_wrap=True)
@@ -500,7 +506,6 @@ def _say(line: str) -> None:
 def status_cmd(file: Path = typer.Argument(..., help="Study file.")):
     """Show done / failed / incomplete / pending runs of a study, with the failures' last error lines."""
     from bench import sweep
-    from bench.augment import cache_path
 
     study, runs = sweep.expand(file)
     states = sweep.merged_states(sweep.run_states(), sweep.archive_of(study), runs)
@@ -521,9 +526,8 @@ def status_cmd(file: Path = typer.Argument(..., help="Study file.")):
                 is_claimed(results_root() / "runs" / r.run_id):
             counts["incomplete"] -= 1
             counts["running"] = counts.get("running", 0) + 1
-    keys = set(sweep.distinct_augmentations(runs))
-    done_augs = sum(cache_path(k).exists() for k in keys)
-    out.print(f"{study.name}: augmentation {done_augs}/{len(keys)} done; training " +
+    done_augs, n_augs = _augmentations_made(runs)
+    out.print(f"{study.name}: augmentation {done_augs}/{n_augs} done; training " +
               ", ".join(f"{k} {v}" for k, v in counts.items()) + " (incomplete = interrupted, resumable from its "
               "checkpoint)", highlight=False, soft_wrap=True)
     for label, (kind, jid, state) in jobs.items():

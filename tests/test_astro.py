@@ -97,6 +97,13 @@ def test_planned_states_are_the_model_rollout_and_inverse_actions_are_not(fitted
     assert torch.allclose(b["states"][rows, b["k"]], goal, atol=1e-4)  # ... which ends at the target
 
 
+def pair_rows(aug, b):
+    """The dataset rows of a stitch batch's sources and targets."""
+    offsets = torch.as_tensor(aug.data.episode_offsets)
+    return tuple(offsets[torch.as_tensor(b[f"{end}_episode"]).long()] + torch.as_tensor(b[f"{end}_step"])
+                 for end in ("source", "target"))
+
+
 def test_ablation_switches_change_what_they_name(fitted):
     base = sampler(fitted).stitch_batch()
     from methods.astro.tdr import phi_distance
@@ -105,9 +112,7 @@ def test_ablation_switches_change_what_they_name(fitted):
         aug = sampler(fitted, target_metric=metric, d_min=0.0, d_max=1e9)
         b = aug.stitch_batch()
         assert b["n"] > 0
-        offsets = torch.as_tensor(aug.data.episode_offsets)
-        s_row = offsets[torch.as_tensor(b["source_episode"]).long()] + torch.as_tensor(b["source_step"])
-        t_row = offsets[torch.as_tensor(b["target_episode"]).long()] + torch.as_tensor(b["target_step"])
+        s_row, t_row = pair_rows(aug, b)
         obs = torch.as_tensor(aug.data.observations)
         steps = phi_distance(aug.emb[s_row], aug.emb[t_row])
         if metric == "euclidean":  # chosen by the raw distance ...
@@ -145,9 +150,7 @@ def test_component_options_reach_their_components_and_keep_old_ids(fitted):
     # in true steps, the stitch is as long as the TDR's discounted distance says: d = log(1 - (1 - g) phi) / log g
     stepped = sampler(fitted, window_units="steps", d_min=0.0, d_max=1e9)
     b = stepped.stitch_batch()
-    offsets = torch.as_tensor(stepped.data.episode_offsets)
-    s_row = offsets[torch.as_tensor(b["source_episode"]).long()] + torch.as_tensor(b["source_step"])
-    t_row = offsets[torch.as_tensor(b["target_episode"]).long()] + torch.as_tensor(b["target_step"])
+    s_row, t_row = pair_rows(stepped, b)
     from methods.astro.tdr import phi_distance
 
     g, H = stepped.config.discount, stepped.config.horizon
