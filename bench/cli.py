@@ -23,7 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     epilog="Commands: `bench report FILE --out DIR` builds a study's report; `bench sweep FILE` runs a study (resumable); `bench status FILE` shows its state; "
-           "`bench collect FILE` writes its results table; `bench run` trains one trainer on one (augmented) dataset and records the result; "
+           "`bench collect FILE` writes its results table; `bench carry pack/unpack` carries its unfinished work to another machine; `bench run` trains one trainer on one (augmented) dataset and records the result; "
            "`bench list` lists augmenters, trainers and datasets; `bench data make NAME` generates a point-maze dataset (OGBench's simulator and protocol); "
            "`bench data show NAME` prints a summary and draws the data on the maze; `bench data list` lists "
            "dataset names and which files are present.",
@@ -500,6 +500,43 @@ def _say(line: str) -> None:
     """What an interrupted command says instead of the bare "interrupted" (main)."""
     err.print(line, highlight=False, soft_wrap=True)
     _INTERRUPT["said"] = True
+
+
+carry_app = typer.Typer(help="Carry a study's unfinished work (checkpoints, cached augmentations, generated "
+                        "data) to another machine.", no_args_is_help=True)
+app.add_typer(carry_app, name="carry", help="`carry pack FILE OUT.tar` packs a study's interrupted runs, their "
+              "cached augmentations and generated data; `carry unpack OUT.tar` restores them on another machine.")
+
+
+@carry_app.command("pack")
+def carry_pack_cmd(
+    file: Path = typer.Argument(..., help="Study file."),
+    out_path: Path = typer.Argument(..., help="Archive to write (.tar, or .tar.gz to compress)."),
+    only: Optional[str] = typer.Option(None, help="Only runs whose label matches this glob."),
+):
+    """Pack the study's interrupted runs, their cached augmentations and the generated data they read."""
+    from bench.sweep import carry
+
+    m = carry.pack(file, out_path, only)
+    size = sum(e["bytes"] for e in m["files"])
+    out.print(f"{out_path}: {len(m['runs'])} interrupted runs, {len(m['files'])} files ({size / 1e6:.1f} MB)",
+              highlight=False, soft_wrap=True)
+    for r in m["runs"]:
+        out.print(f"  {r['label']} ({r['run_id']}) at step {r['step']}", highlight=False, soft_wrap=True)
+    out.print(f"on the other machine: `bench carry unpack {out_path}`, then `bench sweep {file}`", highlight=False,
+              soft_wrap=True)
+
+
+@carry_app.command("unpack")
+def carry_unpack_cmd(archive: Path = typer.Argument(..., help="Archive `bench carry pack` wrote.")):
+    """Restore a carry archive (checked whole first; nothing is overwritten)."""
+    from bench.sweep import carry
+
+    res = carry.unpack(archive)
+    m = res["manifest"]
+    out.print(f"{archive}: {res['written']} files restored, {res['same']} already here; {len(m.get('runs', []))} "
+              f"interrupted runs of {m.get('study')}; `bench sweep {m.get('study_file')}` resumes them",
+              highlight=False, soft_wrap=True)
 
 
 @app.command("status")

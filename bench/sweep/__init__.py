@@ -10,7 +10,8 @@ A training run that raises leaves `error.json` (its last error lines) instead of
 
 Modules by role: `schema` (the study file), `plan` (expansion into planned runs, run state), `local` (the
 local and debug executors), `slurm` (the SLURM executor), `archive` (finished runs' small files kept in the
-repository, counted as done on every machine).
+repository, counted as done on every machine), `carry` (interrupted runs, cached augmentations and generated
+data packed for another machine).
 """
 
 from bench.sweep.archive import archive_of, archive_runs, archived_states, merged_states, run_folder
