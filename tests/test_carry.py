@@ -184,3 +184,36 @@ def test_pack_refuses_a_run_that_is_training_now(tmp_path, toy_file, monkeypatch
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert f"({r.run_id}) is training now" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "c.tar").exists()
+
+
+def test_a_fitted_augmenter_whose_data_is_not_generated_yet_travels_with_its_fit(tmp_path, toy_file, monkeypatch):
+    import shutil
+
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(STUDY.replace("  - name: noise\n    config: {scale: 0.05, size: 0.2}",
+                                        "  - name: ser\n    config: {preset: cpu-smoke, train_steps: 20}"))
+    a = _fresh_machine(monkeypatch, tmp_path, "a")
+    (a["cache"] / "datasets").mkdir(parents=True)
+    for f in toy_file.parent.glob("toy-maze*"):
+        shutil.copy2(f, a["cache"] / "datasets" / f.name)
+    [r] = sweep.expand(study_file)[1]
+    sweep.make_augmentations([r], 1, in_process=True)
+    made = (a["cache"] / "augmented" / f"{r.aug_key}.npz").read_bytes()
+    (a["cache"] / "augmented" / f"{r.aug_key}.npz").unlink()  # fitted, not sampled yet
+    [fit] = [p for p in (a["cache"] / "fitted").iterdir() if p.suffix == ".pt"]
+    manifest = carry.pack(study_file, tmp_path / "c.tar")
+    assert manifest["runs"] == []  # no run has started: only the fit and the data travel
+    assert {f"{e['root']}/{e['path']}" for e in manifest["files"]} == {
+        f"cache/fitted/{fit.name}", "cache/datasets/toy-maze.npz", "cache/datasets/toy-maze-val.npz",
+        "cache/datasets/toy-maze.augbench.json"}
+
+    b = _fresh_machine(monkeypatch, tmp_path, "b")
+    carry.unpack(tmp_path / "c.tar")
+    [rb] = sweep.expand(study_file)[1]
+    from methods import AUGMENTERS
+
+    called = []
+    monkeypatch.setattr(AUGMENTERS.get("ser"), "fit", lambda self, ds: called.append(1))
+    sweep.make_augmentations([rb], 1, in_process=True)
+    assert called == []  # the carried fit is used, not fitted again
+    assert (b["cache"] / "augmented" / f"{r.aug_key}.npz").read_bytes() == made

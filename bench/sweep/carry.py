@@ -11,7 +11,8 @@ study, commit, every file's root, path, size and sha256, the carried runs and th
 - `runs/<run id>/...`: every run of the study (or of `--only`) that is incomplete here, with its checkpoint
   (`checkpoint.pt` and the model it names) and curve; never its claim or temporaries.  A run that a live process
   is training is refused: stop the sweep first (its checkpoint stays).
-- `cache/augmented/<key>.*`: the cached augmentation (generated data, simulator DVR) of every unfinished run.
+- `cache/augmented/<key>.*`: the cached augmentation (generated data, simulator DVR) of every unfinished run,
+  and where it is not generated yet, its fitted model or interrupted fit (`cache/fitted/<fit key>.*`).
 - the generated datasets those runs read (OGBench-format train and val files and their sidecar), under `ogbench/`
   or `cache/`, where this machine keeps them.  Data read as it is (OGBench downloads, Minari) is not carried:
   it is the same file everywhere.
@@ -91,6 +92,7 @@ def collect(study_file: Path, only: str | None = None) -> tuple[dict, list[tuple
         for f in sorted(augmented.glob(f"{key}.*")) if augmented.is_dir() else []:
             if f.is_file() and f.suffix != ".lock":
                 files.append(("cache", f"augmented/{f.name}", f))
+    files += _fits(todo, augmented, roots["cache"] / "fitted")
     for name in sorted({r.request.dataset for r in todo}):
         base = data.generable_base(name)
         if base is None:
@@ -112,6 +114,27 @@ def collect(study_file: Path, only: str | None = None) -> tuple[dict, list[tuple
             "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git": git_state(),
             "runs": carried_runs}
     return head, files
+
+
+def _fits(todo, augmented: Path, fitted: Path) -> list[tuple[str, str, Path]]:
+    """The fitted models (or interrupted fits) of the augmentations not generated yet, so the fit is not
+    repeated: `<cache>/fitted/<fit key>.pt` / `.partial.pt` (bench.augment)."""
+    from bench import data
+    from bench.augment import fit_key
+    from bench.run import check_request
+    from methods import AUGMENTERS
+
+    out: dict[str, tuple[str, str, Path]] = {}
+    for r in todo:
+        if not r.aug_key or (augmented / f"{r.aug_key}.npz").exists() or not fitted.is_dir():
+            continue
+        q = r.request
+        key = fit_key(data.load(q.dataset, q.task), q.augmenter, check_request(q).aug_config.to_dict(), q.seed,
+                      AUGMENTERS.get(q.augmenter).sample_fields)
+        for f in sorted(fitted.glob(f"{key}.*")):
+            if f.is_file() and f.suffix != ".lock":
+                out[f.name] = ("cache", f"fitted/{f.name}", f)
+    return list(out.values())
 
 
 def _sha256(path: Path) -> str:
