@@ -9,8 +9,8 @@ machine's own generation a carried checkpoint would be another run's, and would 
 `pack FILE OUT.tar` writes one tar (gzip when OUT ends in `.gz`), atomically, holding `carry.json` (the manifest:
 study, commit, every file's root, path, size and sha256, the carried runs and their last checkpointed step) and:
 - `runs/<run id>/...`: every run of the study (or of `--only`) that is incomplete here, with its checkpoint
-  (`checkpoint.pt` and the model it names) and curve; never its claim or temporaries.  A run that a live process
-  is training is refused: stop the sweep first (its checkpoint stays).
+  (`checkpoint.pt` and the model it names) and curve; never its claim or temporaries.  A study with a run that a
+  live process is training is refused: stop the sweep first (its last checkpoint stays).
 - `cache/augmented/<key>.*`: the cached augmentation (generated data, simulator DVR) of every unfinished run,
   and where it is not generated yet, its fitted model or interrupted fit (`cache/fitted/<fit key>.*`).
 - the generated datasets those runs read (OGBench-format train and val files and their sidecar), under `ogbench/`
@@ -78,11 +78,11 @@ def collect(study_file: Path, only: str | None = None) -> tuple[dict, list[tuple
     carried_runs = []
     for r in todo:
         run_dir = results_root() / "runs" / (r.run_id or "-")
-        if r.run_id is None or not (run_dir / "checkpoint.pt").exists():
-            continue
-        if is_claimed(run_dir):
+        if r.run_id is not None and is_claimed(run_dir):  # even before its first checkpoint: it would miss it
             raise BenchError(f"{r.label} ({r.run_id}) is training now (a live process holds its claim); stop the "
                              f"sweep first (Ctrl-C or SIGTERM keeps its last checkpoint), then pack")
+        if r.run_id is None or not (run_dir / "checkpoint.pt").exists():
+            continue
         for f in sorted(run_dir.iterdir()):
             if f.is_file() and not f.name.startswith("."):
                 files.append(("runs", f"{r.run_id}/{f.name}", f))
