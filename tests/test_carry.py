@@ -158,6 +158,7 @@ def test_unpack_checks_everything_first_and_overwrites_nothing(tmp_path, toy_fil
         (lambda m, f: ({**m, "files": m["files"] + [{"root": "runs", "path": "../../etc/x", "bytes": 1,
                                                      "sha256": "0"}]}, f), "outside the results, cache and OGBench"),
         (lambda m, f: ({**m, "format": "other/9"}, f), "not a augbench-carry/1 manifest"),
+        (lambda m, f: ({**m, "files": 3}, f), "no list of files"),
     ]:
         with pytest.raises(BenchError, match=match):
             carry.unpack(rewrite(edit))

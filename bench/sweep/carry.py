@@ -200,9 +200,11 @@ def unpack(archive: Path) -> dict:
             raise BenchError(f"{where}: {MANIFEST} cannot be read ({e})") from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise BenchError(f"{where}: {MANIFEST} is not a {FORMAT} manifest")
+        if not isinstance(manifest.get("files"), list) or not isinstance(manifest.get("runs", []), list):
+            raise BenchError(f"{where}: {MANIFEST} has no list of files or of runs")
         roots = _roots()
         plan = []
-        for e in manifest.get("files") or []:
+        for e in manifest["files"]:
             root, rel = _check_entry(e, where)
             plan.append((e, f"{root}/{rel}", roots[root] / rel))
         # 1. every member is there and is what the manifest says, before anything is written
