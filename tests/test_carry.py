@@ -16,6 +16,7 @@ from bench import sweep
 from bench.errors import BenchError
 from bench.run import execute
 from bench.sweep import carry
+from tests.test_run import interrupt_at
 
 STUDY = """\
 name: carried
@@ -35,50 +36,37 @@ executor: {kind: debug}
 """
 
 
-def _interrupt(request, step: int) -> None:
-    class Stop(Exception):
-        pass
-
-    def stop(at, total, row):
-        if at == step:
-            raise Stop()
-
-    with pytest.raises(Stop):
-        execute(request, progress=stop)
-
-
 def _curve(run_dir: Path) -> list[list[str]]:
     return [row.split(",")[:4] for row in (run_dir / "curve.csv").read_text().splitlines()]
 
 
-def _fresh_machine(monkeypatch, tmp_path: Path, name: str) -> dict[str, Path]:
+def _fresh_machine(monkeypatch, tmp_path: Path, name: str, toy_file: Path | None = None) -> dict[str, Path]:
+    """Empty cache, OGBench and results folders of a machine of its own (holding the toy maze when given)."""
+    import shutil
+
     dirs = {k: tmp_path / name / k for k in ("cache", "ogbench", "results")}
     monkeypatch.setenv("AUGBENCH_CACHE", str(dirs["cache"]))
     monkeypatch.setenv("AUGBENCH_OGBENCH_DIR", str(dirs["ogbench"]))
     monkeypatch.setenv("AUGBENCH_RESULTS", str(dirs["results"]))
+    if toy_file is not None:
+        (dirs["cache"] / "datasets").mkdir(parents=True)
+        for f in toy_file.parent.glob("toy-maze*"):
+            shutil.copy2(f, dirs["cache"] / "datasets" / f.name)
     return dirs
 
 
 def test_an_interrupted_run_resumes_on_a_fresh_machine_with_the_carried_data(tmp_path, toy_file, monkeypatch):
-    import shutil
-
     study_file = tmp_path / "study.yaml"
     study_file.write_text(STUDY)
     # the reference: the run uninterrupted, on its own machine
-    _fresh_machine(monkeypatch, tmp_path, "reference")
-    (tmp_path / "reference" / "cache" / "datasets").mkdir(parents=True)
-    for f in toy_file.parent.glob("toy-maze*"):
-        shutil.copy2(f, tmp_path / "reference" / "cache" / "datasets" / f.name)
+    _fresh_machine(monkeypatch, tmp_path, "reference", toy_file)
     [r] = sweep.expand(study_file)[1]
     _, full = execute(r.request)
     reference = _curve(tmp_path / "reference" / "results" / "runs" / r.run_id)
 
     # machine A: the same run, stopped after its evaluation at step 20, then packed
-    a = _fresh_machine(monkeypatch, tmp_path, "a")
-    (a["cache"] / "datasets").mkdir(parents=True)
-    for f in toy_file.parent.glob("toy-maze*"):
-        shutil.copy2(f, a["cache"] / "datasets" / f.name)
-    _interrupt(r.request, 20)
+    a = _fresh_machine(monkeypatch, tmp_path, "a", toy_file)
+    interrupt_at(r.request, 20)
     assert (a["results"] / "runs" / r.run_id / "checkpoint.pt").exists()
     (a["results"] / "runs" / r.run_id / ".claim").touch()  # a claim nobody holds is not carried
     out = tmp_path / "carry.tar.gz"
@@ -113,18 +101,13 @@ def test_an_interrupted_run_resumes_on_a_fresh_machine_with_the_carried_data(tmp
 
 
 def test_unpack_checks_everything_first_and_overwrites_nothing(tmp_path, toy_file, monkeypatch):
-    import shutil
-
     study_file = tmp_path / "study.yaml"
     study_file.write_text(STUDY)
-    a = _fresh_machine(monkeypatch, tmp_path, "a")
-    (a["cache"] / "datasets").mkdir(parents=True)
-    for f in toy_file.parent.glob("toy-maze*"):
-        shutil.copy2(f, a["cache"] / "datasets" / f.name)
+    a = _fresh_machine(monkeypatch, tmp_path, "a", toy_file)
     with pytest.raises(BenchError, match="nothing to carry"):
         carry.pack(tmp_path / "study.yaml", tmp_path / "x.tar", only="no-such/*")
     [r] = sweep.expand(study_file)[1]
-    _interrupt(r.request, 10)
+    interrupt_at(r.request, 10)
     out = tmp_path / "carry.tar"
     manifest = carry.pack(study_file, out)
 
@@ -168,16 +151,11 @@ def test_unpack_checks_everything_first_and_overwrites_nothing(tmp_path, toy_fil
 
 def test_pack_refuses_a_run_that_is_training_now(tmp_path, toy_file, monkeypatch):
     import fcntl
-    import shutil
-
     study_file = tmp_path / "study.yaml"
     study_file.write_text(STUDY)
-    a = _fresh_machine(monkeypatch, tmp_path, "a")
-    (a["cache"] / "datasets").mkdir(parents=True)
-    for f in toy_file.parent.glob("toy-maze*"):
-        shutil.copy2(f, a["cache"] / "datasets" / f.name)
+    a = _fresh_machine(monkeypatch, tmp_path, "a", toy_file)
     [r] = sweep.expand(study_file)[1]
-    _interrupt(r.request, 10)
+    interrupt_at(r.request, 10)
     with open(a["results"] / "runs" / r.run_id / ".claim", "w") as held:  # as a live trainer holds it
         fcntl.flock(held, fcntl.LOCK_EX)
         res = subprocess.run([sys.executable, "-m", "bench.cli", "carry", "pack", str(study_file),
@@ -188,15 +166,10 @@ def test_pack_refuses_a_run_that_is_training_now(tmp_path, toy_file, monkeypatch
 
 
 def test_a_fitted_augmenter_whose_data_is_not_generated_yet_travels_with_its_fit(tmp_path, toy_file, monkeypatch):
-    import shutil
-
     study_file = tmp_path / "study.yaml"
     study_file.write_text(STUDY.replace("  - name: noise\n    config: {scale: 0.05, size: 0.2}",
                                         "  - name: ser\n    config: {preset: cpu-smoke, train_steps: 20}"))
-    a = _fresh_machine(monkeypatch, tmp_path, "a")
-    (a["cache"] / "datasets").mkdir(parents=True)
-    for f in toy_file.parent.glob("toy-maze*"):
-        shutil.copy2(f, a["cache"] / "datasets" / f.name)
+    a = _fresh_machine(monkeypatch, tmp_path, "a", toy_file)
     [r] = sweep.expand(study_file)[1]
     sweep.make_augmentations([r], 1, in_process=True)
     made = (a["cache"] / "augmented" / f"{r.aug_key}.npz").read_bytes()

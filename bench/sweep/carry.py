@@ -32,6 +32,7 @@ import time
 from pathlib import Path, PurePosixPath
 
 from bench.errors import BenchError
+from bench.io import atomic_open, file_sha256
 
 FORMAT = "augbench-carry/1"
 MANIFEST = "carry.json"
@@ -137,18 +138,10 @@ def _fits(todo, augmented: Path, fitted: Path) -> list[tuple[str, str, Path]]:
     return list(out.values())
 
 
-def _sha256(path: Path) -> str:
-    from bench.io import file_sha256
-
-    return file_sha256(path)
-
-
 def pack(study_file: Path, out_path: Path, only: str | None = None) -> dict:
     """Write the carry archive; returns its manifest."""
-    from bench.io import atomic_open
-
     head, files = collect(study_file, only)
-    entries = [{"root": root, "path": rel, "bytes": f.stat().st_size, "sha256": _sha256(f)} for root, rel, f in files]
+    entries = [{"root": root, "path": rel, "bytes": f.stat().st_size, "sha256": file_sha256(f)} for root, rel, f in files]
     manifest = {**head, "files": entries}
     blob = json.dumps(manifest, indent=2, sort_keys=True).encode()
     mode = "w:gz" if out_path.name.endswith(".gz") else "w"
@@ -179,8 +172,6 @@ def _check_entry(e, where: str) -> tuple[str, str]:
 
 def unpack(archive: Path) -> dict:
     """Restore a carry archive; returns {'manifest', 'written', 'same'}."""
-    from bench.io import atomic_open
-
     where = str(archive)
     try:
         tar = tarfile.open(archive, mode="r:*")
@@ -222,7 +213,7 @@ def unpack(archive: Path) -> dict:
         same = set()
         for e, name, dest in plan:
             if dest.exists():
-                if _sha256(dest) != e["sha256"]:
+                if file_sha256(dest) != e["sha256"]:
                     raise BenchError(f"{dest}: already exists with other content than the carried {name} (another "
                                      f"generation of the data, or another checkpoint); move it away to restore the "
                                      f"carried one; nothing was written")
